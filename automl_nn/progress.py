@@ -1,0 +1,118 @@
+"""Search progress for the terminal: a live bar on a TTY, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from automl_nn.spec import Candidate
+from automl_nn.train import EpochResult
+
+
+def describe_candidate(candidate: Candidate) -> str:
+    arch, train = candidate.arch, candidate.train
+    widths = "x".join(str(w) for w in arch.widths)
+    return (f"{arch.family} {arch.depth}x[{widths}] {arch.activation} "
+            f"{train.optimizer} lr={train.lr:.2g} bs={train.batch_size}")
+
+
+def describe_outcome(trial: FrozenTrial, study: optuna.Study) -> str:
+    """One line: the trial's state and its objective values (or why it failed)."""
+    if trial.state == TrialState.COMPLETE and trial.values is not None:
+        names = study.metric_names or [str(i) for i in range(len(trial.values))]
+        values = " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, trial.values, strict=True))
+        return f"trial {trial.number} complete: {values}"
+    reason = trial.user_attrs.get("fail_reason", "")
+    message = str(trial.user_attrs.get("fail_message", "")).splitlines()
+    detail = f" ({reason}: {message[0]})" if message else (f" ({reason})" if reason else "")
+    return f"trial {trial.number} {trial.state.name.lower()}{detail}"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+
+
+def best_text(study: optuna.Study) -> str:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return "no complete trial yet"
+    if len(study.directions) > 1:
+        return f"front: {len(study.best_trials)} trials"
+    name = (study.metric_names or ["value"])[0]
+    return f"best {name}={_fmt(study.best_value)}"
+
+
+class LogReporter:
+    """Plain lines on a stream (for logs, CI and pipes)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.total = 0
+
+    def start(self, study_name: str, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self._say(f"study {study_name}: {done} of {total} trials done")
+
+    def stop(self) -> None:
+        pass
+
+    def trial_started(self, number: int, candidate: Candidate) -> None:
+        self._say(f"trial {number} started: {describe_candidate(candidate)}")
+
+    def epoch_done(self, number: int, result: EpochResult, epochs: int) -> None:
+        self._say(f"trial {number} epoch {result.epoch}/{epochs}: "
+                  f"val_accuracy={result.val_accuracy:.4f} val_loss={result.val_loss:.4f}")
+
+    def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self.done += 1
+        self._say(f"{describe_outcome(trial, study)} [{self.done}/{self.total}, {best_text(study)}]")
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+
+class BarReporter(LogReporter):
+    """A live bar: trials done / total, best so far, and the running trial's epoch."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"), TextColumn("[dim]{task.description}"),
+            TimeElapsedColumn(), console=console, transient=False,
+        )
+        self.task = self.progress.add_task("", total=1, name="", best="")
+
+    def start(self, study_name: str, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self.progress.update(self.task, total=total, completed=done, name=study_name)
+        self.progress.start()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def trial_started(self, number: int, candidate: Candidate) -> None:
+        self.progress.update(self.task, description=f"trial {number}: {describe_candidate(candidate)}")
+
+    def epoch_done(self, number: int, result: EpochResult, epochs: int) -> None:
+        self.progress.update(self.task, description=(
+            f"trial {number} epoch {result.epoch}/{epochs} val_acc={result.val_accuracy:.3f}"))
+
+    def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self.done += 1
+        self.progress.console.print(describe_outcome(trial, study))
+        self.progress.update(self.task, completed=self.done, best=best_text(study))
+
+
+def make_reporter(console: Console) -> LogReporter:
+    """A bar on a terminal, log lines elsewhere."""
+    return BarReporter(console) if console.is_terminal else LogReporter()

@@ -1,0 +1,92 @@
+"""What one trial trains: an architecture (ArchSpec) and a training recipe (TrainSpec).
+
+Plain, frozen, JSON-safe values. A Candidate rebuilds its model anywhere (export, `train`, tests)
+without a study; `from_dict` rejects keys it does not know so a stored spec is never half-read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from automl_nn.errors import ConfigError
+
+S = TypeVar("S")
+
+
+def _from_dict(cls: type[S], data: dict[str, Any], where: str) -> S:
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}."
+        )
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """The network: family, depth and widths, activation and the family's own knobs."""
+
+    family: str
+    depth: int
+    widths: tuple[int, ...]
+    activation: str
+    kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != self.depth:
+            raise ConfigError(
+                f"ArchSpec: widths must have one entry per layer, but got depth={self.depth}, "
+                f"widths={list(self.widths)}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["widths"] = list(self.widths)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
+        return _from_dict(cls, data, "arch")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How the network is trained: optimizer, learning rate, batch size, epochs, loss, seed."""
+
+    optimizer: str
+    lr: float
+    batch_size: int
+    epochs: int
+    loss: str = "cross_entropy"
+    momentum: float = 0.9
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
+        return _from_dict(cls, data, "train")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search space: what to build and how to train it."""
+
+    arch: ArchSpec
+    train: TrainSpec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(ArchSpec.from_dict(data["arch"]), TrainSpec.from_dict(data["train"]))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)

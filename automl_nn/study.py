@@ -1,0 +1,316 @@
+"""Open and resume studies: storage URLs, samplers, the search loop, signals.
+
+Storage defaults to an SQLite file in the working directory with a 60 s busy timeout. A study
+keeps its resolved config and the config's hash in its user attributes; running the same search
+again resumes it (`trials` is the study's total), and a search whose data, objectives or space
+differ from the stored ones is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import optuna
+import sqlalchemy.exc
+import torch
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from automl_nn import space
+from automl_nn.config import StudyConfig
+from automl_nn.data import DataBundle
+from automl_nn.errors import ConfigError, StorageError, suggest
+from automl_nn.objectives import Reporter, TrialRunner
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///automl-nn.db"
+BUSY_TIMEOUT_S = 60  # 16 writers with SQLite's 5 s default lost trials; 60 s lost none
+HEARTBEAT_INTERVAL_S = 30
+GRACE_PERIOD_S = max(4 * HEARTBEAT_INTERVAL_S, BUSY_TIMEOUT_S + 2 * HEARTBEAT_INTERVAL_S)
+MAX_RETRY = 2
+SAME_FAILURE_LIMIT = 3  # identical failures in a row that stop a search instead of burning it
+DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP: the running trial is closed as FAIL and the search stops."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# ---- storage -------------------------------------------------------------------------------------
+
+
+def storage_url(url: str | None) -> str:
+    """The storage URL to use: the given one, or the SQLite file in the working directory."""
+    return url or DEFAULT_STORAGE
+
+
+def open_storage(url: str | None, *, must_exist: bool = False) -> BaseStorage:
+    """An Optuna storage for `url`; files that are not databases are refused without being touched.
+
+    `journal:PATH` (or a path ending in .log / .jsonl) opens a journal file; anything else is an
+    SQLAlchemy URL. `must_exist` refuses to create a new SQLite or journal file (read commands).
+    """
+    url = storage_url(url)
+    if url.startswith("journal:"):
+        return _open_journal(Path(url.removeprefix("journal:")), must_exist)
+    if url.startswith("sqlite:///"):
+        _check_sqlite_file(Path(url.removeprefix("sqlite:///")), must_exist)
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url),
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=GRACE_PERIOD_S,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+        )
+    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError, ImportError) as exc:
+        raise StorageError(f"storage {url}: cannot be opened ({_first_line(exc)}). Check the URL, "
+                           "or run `optuna storage upgrade --storage URL` if it was made by an "
+                           "older Optuna.") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
+    return {"pool_pre_ping": True}
+
+
+def _check_sqlite_file(path: Path, must_exist: bool) -> None:
+    where = f"storage file {path}"
+    if path.is_dir():
+        raise StorageError(f"{where}: is a directory, but a database file was expected. "
+                           "Pass a file path, e.g. --storage sqlite:///studies.db.")
+    if not path.exists():
+        if must_exist:
+            raise StorageError(f"{where}: no such file, so there are no studies to read. "
+                               "Run `automl-nn search` first, or pass --storage.")
+        if not path.parent.exists():
+            raise StorageError(f"{where}: the directory {path.parent} does not exist. "
+                               "Create it first or choose another path.")
+        return
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StorageError(f"{where}: cannot be read ({exc.strerror}). Check its permissions.") from None
+    if header and header != SQLITE_HEADER:
+        raise StorageError(f"{where}: is not an SQLite database (it may be corrupt or another kind "
+                           "of file). It was left untouched; pass another --storage.")
+
+
+def _open_journal(path: Path, must_exist: bool) -> BaseStorage:
+    if must_exist and not path.is_file():
+        raise StorageError(f"journal file {path}: no such file. Run `automl-nn search` first.")
+    if not path.parent.exists():
+        raise StorageError(f"journal file {path}: the directory {path.parent} does not exist.")
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception as exc:
+        raise StorageError(f"journal file {path}: cannot be read ({_first_line(exc)}).") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ---- studies -------------------------------------------------------------------------------------
+
+
+def study_names(storage: BaseStorage) -> list[str]:
+    try:
+        return [s.study_name for s in storage.get_all_studies()]
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StorageError(f"storage cannot be read ({_first_line(exc)}). It was left untouched; "
+                           "check that it is an automl-nn / Optuna database.") from None
+
+
+def load_existing(name: str, storage: BaseStorage) -> optuna.Study:
+    """An existing study; an unknown name lists the studies that exist."""
+    names = study_names(storage)
+    if name not in names:
+        listing = ", ".join(names) if names else "none"
+        raise StorageError(f'study "{name}" does not exist in this storage.{suggest(name, names)} '
+                           f"Studies here: {listing}.")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The sampler the config names, seeded with --seed."""
+    seed = config.seed
+    if config.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if config.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
+    if config.sampler == "grid":
+        return optuna.samplers.GridSampler(space.grid(config.space), seed=seed)
+    if config.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ConfigError(f"sampler: unknown sampler {config.sampler!r}.")
+
+
+def open_study(config: StudyConfig, storage: BaseStorage) -> optuna.Study:
+    """Create the study, or resume it after checking it asks the same question."""
+    sampler = make_sampler(config)
+    if config.study_name in study_names(storage):
+        study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler)
+        check_compatible(study, config)
+        return study
+    try:
+        study = optuna.create_study(storage=storage, study_name=config.study_name,
+                                    directions=config.directions(), sampler=sampler)
+    except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
+        return open_study(config, storage)
+    study.set_metric_names(list(config.objectives))
+    study.set_user_attr("config", config.to_raw())
+    study.set_user_attr("identity", config.identity())
+    study.set_user_attr("config_hash", config.identity_hash())
+    return study
+
+
+def check_compatible(study: optuna.Study, config: StudyConfig) -> None:
+    """Refuse to resume a study whose directions, data, objectives or space differ."""
+    stored = [d.name.lower() for d in study.directions]
+    if stored != config.directions():
+        raise StorageError(
+            f'study "{study.study_name}" exists with directions [{", ".join(stored)}], but this '
+            f'search asks for [{", ".join(config.directions())}] ({", ".join(config.objectives)}). '
+            "Use another --study-name, or the original objectives."
+        )
+    old = study.user_attrs.get("identity")
+    if old is None or study.user_attrs.get("config_hash") == config.identity_hash():
+        return
+    diffs = identity_diff(old, config.identity())
+    raise StorageError(
+        f'study "{study.study_name}" was created with a different search: {"; ".join(diffs)}. '
+        "Resuming would mix two searches. Use another --study-name for the new one, or repeat "
+        "the original settings."
+    )
+
+
+def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two study identities."""
+    diffs = [f"{key}: stored {old.get(key)!r}, now {new[key]!r}"
+             for key in ("dataset", "objectives") if old.get(key) != new[key]]
+    old_space, new_space = old.get("space", {}), new["space"]
+    for key in sorted(set(old_space) | set(new_space)):
+        if old_space.get(key) != new_space.get(key):
+            diffs.append(f"space.{key}: stored {old_space.get(key)!r}, now {new_space.get(key)!r}")
+    return diffs or ["(stored config hash differs)"]
+
+
+def count_done(study: optuna.Study) -> int:
+    """Trials that count toward the target: COMPLETE and PRUNED (failed ones are re-run)."""
+    return len(study.get_trials(deepcopy=False, states=DONE_STATES))
+
+
+def front(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto front (or the best trial of a single-objective study), by the first objective."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return []
+    trials = study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+    return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    return list(study.metric_names or [f"objective{i}" for i in range(len(study.directions))])
+
+
+# ---- the search loop -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Stopper:
+    """Stops optimize() at the target count and after repeated identical failures."""
+
+    target: int
+    reporter: Reporter
+    streak: list[tuple[str, str]] = field(default_factory=list)
+    tripped: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.reporter.trial_finished(trial, study)
+        self._track_failures(study, trial)
+        if count_done(study) >= self.target:
+            study.stop()
+
+    def _track_failures(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL or "fail_reason" not in trial.user_attrs:
+            self.streak.clear()
+            return
+        key = (str(trial.user_attrs["fail_reason"]),
+               str(trial.user_attrs.get("fail_message", "")).splitlines()[0][:200])
+        if self.streak and self.streak[-1] != key:
+            self.streak.clear()
+        self.streak.append(key)
+        if len(self.streak) >= SAME_FAILURE_LIMIT:
+            self.tripped = f"{key[0]}: {key[1]}"
+            study.stop()
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the running trial like Ctrl-C does, instead of leaving it RUNNING."""
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name} was asked for, but no CUDA device is available. "
+                          "Use --device cpu or auto.")
+    return torch.device(name)
+
+
+def run_search(
+    config: StudyConfig, bundle: DataBundle, reporter: Reporter, device: str = "auto"
+) -> optuna.Study:
+    """Run (or resume) the search until the study holds `config.trials` finished trials."""
+    storage = open_storage(config.storage)
+    study = open_study(config, storage)
+    if count_done(study) >= config.trials:
+        return study
+    torch_device = resolve_device(device)
+    runner = TrialRunner(config, bundle.to(torch_device), torch_device, reporter)
+    stopper = _Stopper(config.trials, reporter)
+    reporter.start(config.study_name, count_done(study), config.trials)
+    try:
+        with signals_as_interrupts():
+            study.optimize(runner, timeout=config.timeout, catch=(Exception,), callbacks=[stopper])
+    finally:
+        reporter.stop()
+    if stopper.tripped is not None:
+        raise ConfigError(
+            f"the search stopped after {SAME_FAILURE_LIMIT} trials in a row failed the same way "
+            f"({stopper.tripped}). Fix the space or data; the study keeps its finished trials."
+        )
+    return study

@@ -1,0 +1,109 @@
+"""Plain-data summaries of a study for `show`, `pareto` and `studies` (the CLI renders them)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from automl_nn import metrics
+from automl_nn.config import RULES, Range, parse_param
+from automl_nn.study import front, objective_names
+
+ARCH_COLUMNS = ("family", "depth", "widths", "activation", "optimizer", "lr", "batch_size", "epochs")
+EDGE_FRACTION = 0.05  # within 5% of a range's span (on its own scale) counts as "at the edge"
+
+
+def trial_row(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
+    """A flat record of one trial: number, objective values, test accuracy and its architecture."""
+    row: dict[str, Any] = {"trial": trial.number}
+    for name, value in zip(names, trial.values or [], strict=False):
+        row[name] = value
+    row["test_accuracy"] = trial.user_attrs.get("test_accuracy")
+    candidate = trial.user_attrs.get("candidate", {})
+    flat = {**candidate.get("arch", {}), **candidate.get("train", {})}
+    for column in ARCH_COLUMNS:
+        value = flat.get(column)
+        row[column] = "x".join(map(str, value)) if isinstance(value, list) else value
+    return row
+
+
+def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """The Pareto front (best trial for single-objective studies) as flat records."""
+    names = objective_names(study)
+    return [trial_row(t, names) for t in front(study)]
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    counts = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+    return {state.name.lower(): counts.get(state.name.lower(), 0) for state in TrialState}
+
+
+def study_summary(study: optuna.Study) -> dict[str, Any]:
+    """Everything `show` prints: identity, objectives with units, trial states, front, warnings."""
+    config = study.user_attrs.get("config", {})
+    names = objective_names(study)
+    failures = Counter(str(t.user_attrs.get("fail_reason", "unknown"))
+                       for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    best = front(study)
+    return {
+        "study": study.study_name,
+        "dataset": config.get("dataset"),
+        "objectives": [_objective_info(name, d) for name, d in zip(names, study.directions,
+                                                                   strict=True)],
+        "states": state_counts(study),
+        "fail_reasons": dict(failures),
+        "front": [trial_row(t, names) for t in best],
+        "warnings": edge_warnings(config.get("space", {}), best),
+    }
+
+
+def _objective_info(name: str, direction: optuna.study.StudyDirection) -> dict[str, str]:
+    unit = metrics.METRICS.get(name).unit if name in metrics.METRICS else ""
+    return {"name": name, "direction": direction.name.lower(), "unit": unit}
+
+
+def edge_warnings(space_raw: dict[str, Any], best: list[FrozenTrial]) -> list[str]:
+    """Ranges whose best values sit at an edge: the optimum may lie outside the range."""
+    warnings = []
+    for name, raw in space_raw.items():
+        if not isinstance(raw, dict) or name not in RULES:
+            continue
+        param = parse_param(name, raw, RULES[name])
+        assert isinstance(param, Range)
+        values = [t.params[name] for t in best if name in t.params]
+        floor = RULES[name].minimum
+        for edge, label in ((param.low, "lower"), (param.high, "upper")):
+            if label == "lower" and floor is not None and edge <= floor + 1:
+                continue  # nothing lies below the smallest allowed value (depth 1, width 1)
+            hits = sum(1 for v in values if _near(v, edge, param))
+            if hits:
+                warnings.append(f"{name}: {hits} of {len(values)} best trials sit at the {label} "
+                                f"edge ({edge:g}) of its range [{param.low:g}, {param.high:g}]; "
+                                "the optimum may lie beyond it, consider widening the range.")
+    return warnings
+
+
+def _near(value: float, edge: float, param: Range) -> bool:
+    scale = math.log if param.log else (lambda x: x)
+    span = scale(param.high) - scale(param.low)
+    return span > 0 and abs(scale(value) - scale(edge)) <= EDGE_FRACTION * span
+
+
+def studies_table(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """One record per study in `storage`: name, objectives, dataset and trial counts by state."""
+    rows = []
+    for frozen in storage.get_all_studies():
+        study = optuna.load_study(study_name=frozen.study_name, storage=storage)
+        counts = state_counts(study)
+        rows.append({
+            "study": frozen.study_name,
+            "dataset": study.user_attrs.get("config", {}).get("dataset"),
+            "objectives": ",".join(objective_names(study)),
+            "trials": sum(counts.values()),
+            **{k: v for k, v in counts.items() if k in ("complete", "pruned", "fail", "running")},
+        })
+    return rows

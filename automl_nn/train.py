@@ -1,0 +1,144 @@
+"""fit() and evaluate(): a dense training loop over device-resident tensors.
+
+Batches come from randperm + indexing (no DataLoader, no per-sample Python); normalization happens
+per batch on the device; the loss is accumulated on the device and read once per epoch, so there is
+no host sync inside an epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from automl_nn.data import DataBundle
+from automl_nn.errors import NonFiniteError
+from automl_nn.losses import LOSSES
+from automl_nn.optim import make_optimizer
+from automl_nn.spec import TrainSpec
+
+EVAL_BATCH = 2048  # large: evaluation holds no graph
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Validation metrics after one epoch of training."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """Per-epoch results of one fit, plus the total training time in seconds."""
+
+    epochs: list[EpochResult] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    @property
+    def last(self) -> EpochResult:
+        return self.epochs[-1]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Loss, accuracy and per-sample predictions on one split."""
+
+    loss: float
+    accuracy: float
+    predictions: torch.Tensor  # predicted class per sample (int64, on the CPU)
+    confidence: torch.Tensor  # top-class probability per sample (float32, on the CPU)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that model init and batch order repeat on CPU."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fit(
+    model: nn.Module,
+    bundle: DataBundle,
+    spec: TrainSpec,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> History:
+    """Train `model` on `bundle` (already on the model's device) as `spec` says.
+
+    `on_epoch` runs after each epoch's validation, e.g. to report progress or prune. A NaN or
+    infinite training loss raises NonFiniteError.
+    """
+    loss_fn = LOSSES.get(spec.loss)
+    optimizer = make_optimizer(model.parameters(), spec)
+    generator = torch.Generator().manual_seed(spec.seed)
+    history = History()
+    start = time.perf_counter()
+    for epoch in range(1, spec.epochs + 1):
+        epoch_start = time.perf_counter()
+        train_loss = _train_epoch(model, bundle, spec.batch_size, loss_fn, optimizer, generator)
+        if not math.isfinite(train_loss):
+            raise NonFiniteError(f"training loss became {train_loss} in epoch {epoch} "
+                                 f"(lr={spec.lr:g}, optimizer={spec.optimizer})")
+        val = evaluate(model, bundle, bundle.x_val, bundle.y_val, loss_fn)
+        result = EpochResult(epoch, train_loss, val.loss, val.accuracy,
+                             time.perf_counter() - epoch_start)
+        history.epochs.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+    history.train_seconds = time.perf_counter() - start
+    return history
+
+
+def _train_epoch(
+    model: nn.Module, bundle: DataBundle, batch_size: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer, generator: torch.Generator,
+) -> float:
+    model.train()
+    x, y = bundle.x_train, bundle.y_train
+    n = x.shape[0]
+    order = torch.randperm(n, generator=generator).to(x.device)
+    total = torch.zeros((), device=x.device)
+    for begin in range(0, n, batch_size):
+        idx = order[begin:begin + batch_size]
+        loss = loss_fn(model(bundle.normalize(x[idx])), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * idx.numel()
+    return float(total.item()) / n
+
+
+def evaluate(
+    model: nn.Module, bundle: DataBundle, x: torch.Tensor, y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> Evaluation:
+    """Loss, accuracy and predictions of `model` on (x, y), in large batches without grad."""
+    loss_fn = loss_fn or LOSSES.get("cross_entropy")
+    model.eval()
+    total = torch.zeros((), device=x.device)
+    preds, confs = [], []
+    with torch.no_grad():
+        for begin in range(0, x.shape[0], EVAL_BATCH):
+            out = model(bundle.normalize(x[begin:begin + EVAL_BATCH]))
+            target = y[begin:begin + EVAL_BATCH]
+            total += loss_fn(out, target) * target.shape[0]
+            prob = out.float().softmax(dim=1)
+            conf, pred = prob.max(dim=1)
+            preds.append(pred)
+            confs.append(conf)
+    predictions = torch.cat(preds).cpu()
+    accuracy = float((predictions == y.cpu()).float().mean().item())
+    return Evaluation(float(total.item()) / x.shape[0], accuracy, predictions, torch.cat(confs).cpu())
