@@ -11,16 +11,17 @@ import functools
 import io
 import json
 import logging
+import signal
 import sys
-import warnings
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from automl_nn.errors import UsageError
 
@@ -39,7 +40,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -53,12 +54,12 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except UsageError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            err.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
             raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt as exc:
-            signum = getattr(exc, "signum", 2)
-            err.print(f"interrupted ({getattr(exc, 'args', [''])[0] or 'SIGINT'}): the running "
-                      "trial was closed as failed; run the same command again to resume.")
+            signum = getattr(exc, "signum", signal.SIGINT)
+            err.print(f"interrupted ({signal.Signals(signum).name}): the running trial was closed "
+                      "as failed; run the same command again to resume.")
             raise typer.Exit(code=128 + signum) from None
 
     return wrapper
@@ -75,8 +76,6 @@ def _setup(
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    # Heartbeats and stale-trial retries are marked experimental by Optuna; we rely on them knowingly.
-    warnings.filterwarnings("ignore", message=".*experimental.*")
 
 
 @app.command()
@@ -157,7 +156,7 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
         out.print("failures: " + ", ".join(f"{k} {v}" for k, v in info["fail_reasons"].items()))
     _print_rows(info["front"], Format.table, title="best trials")
     for warning in info["warnings"]:
-        out.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        out.print(Text("warning: ", style="yellow") + Text(warning), highlight=False)
 
 
 @app.command()

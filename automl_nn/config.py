@@ -334,7 +334,7 @@ def parse_space(raw: Mapping[str, Any]) -> SpaceConfig:
     _reject_unknown(raw, list(RULES), "space")
     params = []
     for name, rule in RULES.items():
-        value = raw[name] if name in raw else rule.default
+        value = raw.get(name, rule.default)
         params.append((name, parse_param(name, value, rule)))
     return SpaceConfig(tuple(params))
 

@@ -99,7 +99,7 @@ def count_ops(model: nn.Module, sample: torch.Tensor) -> int:
     """Number of tensor operations one forward pass performs (seed 000's "number of ops")."""
     with torch.no_grad(), _OpCounter() as counter:
         model(sample)
-    return counter.count
+    return int(counter.count)
 
 
 def latency_ms(model: nn.Module, sample: torch.Tensor, repeats: int = 20) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,17 +71,26 @@ def open_storage(url: str | None, *, must_exist: bool = False) -> BaseStorage:
     if url.startswith("sqlite:///"):
         _check_sqlite_file(Path(url.removeprefix("sqlite:///")), must_exist)
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=_engine_kwargs(url),
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=GRACE_PERIOD_S,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-        )
+        with _no_experimental_warnings():
+            return RDBStorage(
+                url,
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=GRACE_PERIOD_S,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            )
     except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError, ImportError) as exc:
         raise StorageError(f"storage {url}: cannot be opened ({_first_line(exc)}). Check the URL, "
                            "or run `optuna storage upgrade --storage URL` if it was made by an "
                            "older Optuna.") from None
+
+
+@contextlib.contextmanager
+def _no_experimental_warnings() -> Iterator[None]:
+    """Heartbeats, stale-trial retries and metric names are "experimental" in Optuna; we rely on them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -176,10 +186,11 @@ def open_study(config: StudyConfig, storage: BaseStorage) -> optuna.Study:
         return study
     try:
         study = optuna.create_study(storage=storage, study_name=config.study_name,
-                                    directions=config.directions(), sampler=sampler)
+                                    directions=config.directions(), sampler=sampler)  # type: ignore[arg-type]
     except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
         return open_study(config, storage)
-    study.set_metric_names(list(config.objectives))
+    with _no_experimental_warnings():
+        study.set_metric_names(list(config.objectives))
     study.set_user_attr("config", config.to_raw())
     study.set_user_attr("identity", config.identity())
     study.set_user_attr("config_hash", config.identity_hash())

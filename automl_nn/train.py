@@ -115,7 +115,7 @@ def _train_epoch(
         idx = order[begin:begin + batch_size]
         loss = loss_fn(model(bundle.normalize(x[idx])), y[idx])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         total += loss.detach() * idx.numel()
     return float(total.item()) / n

@@ -1,0 +1,34 @@
+# automl-nn: `make demo` and `make test` work on a fresh machine; everything they need is installed here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast soak lint clean
+
+venv: $(STAMP)
+
+# torch==2.14.1 + torchvision==0.29.1 (pinned in pyproject.toml) take ~5 minutes the first time.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: venv
+	cd $(CURDIR) && $(BIN)/automl-nn search studies/digits-quick.yaml --study-name demo \
+		--storage sqlite:///demo.db
+	$(BIN)/automl-nn pareto demo --storage sqlite:///demo.db
+
+test: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+soak: venv
+	$(BIN)/python -m pytest -q -m slow
+
+lint: venv
+	$(BIN)/ruff check automl_nn tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info demo.db

@@ -1,0 +1,208 @@
+"""End to end through the CLI, as a user runs it: search, resume, pareto, show, and bad input."""
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from automl_nn import train
+from automl_nn.config import resolve
+from automl_nn.study import open_storage, open_study
+from tests.conftest import TINY, file_hash, run
+
+DB = "automl-nn.db"
+
+
+def _trials(name: str, db: str = DB) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
+
+
+def test_search_resume_and_pareto(cli: CliRunner) -> None:
+    code, output = run(cli, "search", *TINY, "--trials", "4", "--study-name", "quick")
+    assert code == 0, output
+    assert "Pareto front of quick" in output
+    trials = _trials("quick")
+    assert len(trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    first = {t.number: (t.params, t.values) for t in trials}
+    # every metric is stored on every trial, objective or not, plus test accuracy and the spec
+    for t in trials:
+        for key in ("accuracy", "params", "flops", "memory", "ops", "latency", "train_time",
+                    "test_accuracy", "candidate", "seed", "epoch1"):
+            assert key in t.user_attrs, key
+
+    code, output = run(cli, "search", *TINY, "--trials", "6", "--study-name", "quick")
+    assert code == 0, output
+    trials = _trials("quick")
+    assert len(trials) == 6
+    assert {t.number: (t.params, t.values) for t in trials if t.number < 4} == first
+
+    code, _ = run(cli, "search", *TINY, "--trials", "6", "--study-name", "quick")
+    assert code == 0 and len(_trials("quick")) == 6  # finished: re-running adds nothing
+
+    code, output = run(cli, "pareto", "quick", "--format", "json")
+    assert code == 0
+    rows = json.loads(output)
+    assert rows and {"trial", "accuracy", "params", "test_accuracy", "family"} <= set(rows[0])
+    accs = [r["accuracy"] for r in rows]
+    assert accs == sorted(accs, reverse=True)
+
+    code, output = run(cli, "pareto", "quick", "--format", "csv")
+    assert code == 0 and output.splitlines()[0].startswith("trial,accuracy,params")
+
+    code, output = run(cli, "show", "quick")
+    assert code == 0 and "accuracy (maximize, fraction)" in output and "complete 6" in output
+
+    code, output = run(cli, "studies")
+    assert code == 0 and "quick" in output
+
+
+def test_study_file_with_flag_override(cli: CliRunner, tmp_path: Path) -> None:
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text("dataset: digits\nobjectives: [accuracy]\ntrials: 50\nstudy_name: f\n"
+                          "space:\n  family: linear\n  depth: 1\n  width: 8\n  epochs: 1\n")
+    code, output = run(cli, "check", str(study_file))
+    assert code == 0 and "ok" in output and "family" in output
+    code, output = run(cli, "search", str(study_file), "--trials", "2")
+    assert code == 0, output
+    assert len(_trials("f")) == 2
+
+
+def test_seed_makes_a_sequential_search_repeat(cli: CliRunner) -> None:
+    for name in ("a", "b"):
+        code, output = run(cli, "search", *TINY, "--trials", "3", "--study-name", name,
+                           "--objective", "accuracy,params")
+        assert code == 0, output
+    a, b = _trials("a"), _trials("b")
+    assert [(t.params, t.values) for t in a] == [(t.params, t.values) for t in b]
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--dataset", "mnistt"], 'unknown dataset "mnistt"'),
+    (["--objective", "acuracy"], 'Did you mean "accuracy"'),
+    (["--family", "conv4d"], 'unknown name "conv4d"'),
+    (["--activation", "relu,sigmod"], 'Did you mean "sigmoid"'),
+    (["--width", "64:8"], "low <= high"),
+    (["--lr", "0:0.1:log"], "must be > 0"),
+    (["--trials", "0"], "trials: must be at least 1"),
+    (["--epochs", "0"], "space.epochs: must be >= 1"),
+    (["--batch-size", "5000"], "larger than the training split"),
+    (["--sampler", "grid", "--lr", "0.001:0.1"], "grid sampler needs"),
+])
+def test_bad_input_exits_2_and_leaves_storage_untouched(
+    cli: CliRunner, args: list[str], fragment: str
+) -> None:
+    code, output = run(cli, "search", *TINY, "--trials", "2", "--study-name", "keep")
+    assert code == 0, output
+    before = file_hash(Path(DB))
+    code, output = run(cli, "search", *TINY, "--trials", "3", "--study-name", "keep", *args)
+    assert code == 2, output
+    assert fragment in output
+    assert "Traceback" not in output
+    assert file_hash(Path(DB)) == before
+
+
+def test_bad_input_creates_no_storage(cli: CliRunner) -> None:
+    code, _ = run(cli, "search", "--objective", "acuracy")
+    assert code == 2
+    assert not Path(DB).exists()
+
+
+@pytest.mark.parametrize("content", [b"this is not a database\n" * 50, b"\xff" * 4096])
+def test_corrupt_storage_file_exits_2_untouched(cli: CliRunner, content: bytes) -> None:
+    Path(DB).write_bytes(content)
+    for args in (["search", *TINY, "--trials", "1"], ["studies"], ["show", "x"]):
+        code, output = run(cli, *args)
+        assert code == 2, output
+        assert "not an SQLite database" in output
+    assert Path(DB).read_bytes() == content
+
+
+def test_read_commands_on_missing_storage_or_study(cli: CliRunner) -> None:
+    code, output = run(cli, "pareto", "nothing")
+    assert code == 2 and "no such file" in output
+    assert not Path(DB).exists()
+    run(cli, "search", *TINY, "--trials", "1", "--study-name", "quick")
+    code, output = run(cli, "show", "quikc")
+    assert code == 2 and 'Did you mean "quick"' in output
+
+
+def test_space_and_direction_changes_are_refused(cli: CliRunner) -> None:
+    run(cli, "search", *TINY, "--trials", "1", "--study-name", "s", "--objective", "loss")
+    before = file_hash(Path(DB))
+    code, output = run(cli, "search", *TINY, "--trials", "2", "--study-name", "s",
+                       "--objective", "accuracy")
+    assert code == 2 and "directions [minimize]" in output
+    code, output = run(cli, "search", *TINY, "--trials", "2", "--study-name", "s",
+                       "--objective", "loss", "--activation", "relu")
+    assert code == 2 and "space.activation" in output and "another --study-name" in output
+    assert file_hash(Path(DB)) == before
+
+
+def test_nonfinite_trial_is_failed_and_the_search_goes_on(cli: CliRunner) -> None:
+    config = resolve({"study_name": "nan", "objectives": ["accuracy"], "space": {
+        "family": "linear", "depth": 2, "width": 8, "epochs": 1, "optimizer": "sgd",
+        "activation": "none", "lr": [1.0e12, 0.05]}})
+    study = open_study(config, open_storage(f"sqlite:///{DB}"))
+    for lr in (1.0e12, 0.05, 0.05):  # enqueued: random draws of 1e12 could trip the breaker
+        study.enqueue_trial({"lr": lr})
+    code, output = run(cli, "search", "--study-name", "nan", "--objective", "accuracy",
+                       "--family", "linear", "--depth", "2", "--width", "8", "--epochs", "1",
+                       "--optimizer", "sgd", "--lr", "1e12,0.05", "--trials", "2",
+                       "--activation", "none")
+    assert code == 0, output
+    trials = _trials("nan")
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed == [trials[0]]
+    assert failed[0].user_attrs["fail_reason"] == "nonfinite"
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2
+    best = optuna.load_study(study_name="nan", storage=f"sqlite:///{DB}").best_value
+    assert 0.0 < best <= 1.0
+
+
+def test_repeated_identical_failures_stop_the_search(cli: CliRunner) -> None:
+    # Two linear layers without activation multiply exploding weights: the loss overflows to NaN.
+    code, output = run(cli, "search", "--study-name", "boom", "--family", "linear", "--depth", "2",
+                       "--width", "8", "--epochs", "1", "--optimizer", "sgd", "--lr", "1e12",
+                       "--activation", "none", "--trials", "20")
+    assert code == 2
+    assert "3 trials in a row failed the same way" in output
+    states = [t.state for t in _trials("boom")]
+    assert states == [optuna.trial.TrialState.FAIL] * 3
+
+
+def test_ctrl_c_closes_the_running_trial_and_resume_finishes(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fit = train.fit
+    calls = {"n": 0}
+
+    def interrupted_fit(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("automl_nn.objectives.fit", interrupted_fit)
+    code, output = run(cli, "search", *TINY, "--trials", "3", "--study-name", "ctrlc")
+    assert code == 130, output
+    states = [t.state for t in _trials("ctrlc")]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    assert _trials("ctrlc")[1].user_attrs["fail_reason"] == "interrupted"
+
+    monkeypatch.setattr("automl_nn.objectives.fit", real_fit)
+    code, output = run(cli, "search", *TINY, "--trials", "3", "--study-name", "ctrlc")
+    assert code == 0, output
+    trials = _trials("ctrlc")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
+    assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+
+
+def test_help_and_datasets_are_fast_paths(cli: CliRunner) -> None:
+    code, output = run(cli, "--help")
+    assert code == 0 and "search" in output
+    code, output = run(cli, "datasets")
+    assert code == 0 and "digits" in output

@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import pytest
+
+from automl_nn.config import Choice, Fixed, Range, load_file, resolve
+from automl_nn.errors import ConfigError
+
+
+def test_scalar_list_and_mapping_become_fixed_choice_range() -> None:
+    config = resolve({"space": {"epochs": 3, "activation": ["relu", "tanh"],
+                                "lr": {"low": 1e-3, "high": 1e-1, "log": True}}})
+    assert config.space["epochs"] == Fixed(3)
+    assert config.space["activation"] == Choice(("relu", "tanh"))
+    assert config.space["lr"] == Range(1e-3, 1e-1, log=True)
+
+
+def test_defaults_fill_missing_parameters() -> None:
+    config = resolve({})
+    assert config.dataset == "digits"
+    assert config.objectives == ("accuracy", "params")
+    assert isinstance(config.space["family"], Choice)
+
+
+def test_cli_style_values() -> None:
+    config = resolve({}, {"family": "linear,conv2d", "width": "8:64:log", "depth": "2",
+                          "lr": "0.01", "objectives": "acc,params"})
+    assert config.space["family"] == Choice(("linear", "conv2d"))
+    assert config.space["width"] == Range(8, 64, log=True, integer=True)
+    assert config.space["depth"] == Fixed(2)
+    assert config.space["lr"] == Fixed(0.01)
+    assert config.objectives == ("accuracy", "params")
+
+
+def test_overrides_beat_the_file() -> None:
+    config = resolve({"trials": 50, "space": {"epochs": 4}}, {"trials": 10, "epochs": "2"})
+    assert config.trials == 10
+    assert config.space["epochs"] == Fixed(2)
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    ({"spcae": {}}, 'spcae: unknown key. Did you mean "space"?'),
+    ({"space": {"widht": 3}}, 'space.widht: unknown key. Did you mean "width"?'),
+    ({"space": {"lr": {"low": 1e-3, "high": 1e-1, "lgo": True}}}, "space.lr.lgo: unknown key"),
+    ({"space": {"width": {"low": 64, "high": 8}}}, "low <= high, but got low=64, high=8"),
+    ({"space": {"lr": {"low": 0, "high": 1, "log": True}}}, "space.lr.low: must be > 0"),
+    ({"space": {"width": {"low": 0, "high": 4, "log": True}}}, "space.width.low: must be >= 1"),
+    ({"space": {"depth": {"low": 1, "high": 4, "step": 0}}}, "space.depth.step: must be > 0"),
+    ({"space": {"depth": {"low": 1, "high": 4, "step": 2}}}, "multiple of step"),
+    ({"space": {"width": {"low": 8, "high": 64, "step": 8, "log": True}}}, "cannot be combined"),
+    ({"space": {"activation": []}}, "at least one option"),
+    ({"space": {"activation": ["relu", "sigmoidd"]}}, 'space.activation[1]: unknown name "sigmoidd"'),
+    ({"space": {"family": "conv4d"}}, 'unknown name "conv4d"'),
+    ({"space": {"epochs": 0}}, "space.epochs: must be >= 1, but got 0"),
+    ({"trials": 0}, "trials: must be at least 1, but got 0"),
+    ({"objectives": ["acuracy"]}, 'unknown objective "acuracy". Did you mean "accuracy"?'),
+    ({"objectives": ["accuracy", "acc"]}, "each objective may appear once"),
+    ({"objectives": ["accuracy", "params", "flops", "memory", "ops"]}, "at most 4"),
+    ({"dataset": "mnistt"}, 'unknown dataset "mnistt"'),
+    ({"sampler": "tpee"}, 'Did you mean "tpe"'),
+    ({"sampler": "grid", "space": {"lr": {"low": 0.01, "high": 0.1}}}, "grid sampler needs"),
+    ({"space": {"batch_size": "many"}}, "space.batch_size: expected an integer"),
+])
+def test_bad_config_names_the_key_path(raw: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(raw)
+    assert fragment in str(info.value)
+
+
+def test_load_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("space: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_file(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_file(scalar)
+
+
+def test_identity_hash_ignores_run_knobs_but_not_space() -> None:
+    base = resolve({"trials": 10})
+    assert base.identity_hash() == resolve({"trials": 30, "seed": 4}).identity_hash()
+    assert base.identity_hash() != resolve({"space": {"epochs": 9}}).identity_hash()
+    assert base.identity_hash() != resolve({"objectives": ["accuracy"]}).identity_hash()
+
+
+def test_every_shipped_study_file_validates() -> None:
+    files = sorted(Path(__file__).parent.parent.joinpath("studies").glob("*.yaml"))
+    assert files, "studies/ ships at least one study file"
+    for path in files:
+        resolve(load_file(path))

@@ -1,0 +1,57 @@
+import torch
+from torch import nn
+
+from automl_nn.metrics import (
+    METRICS,
+    activation_bytes,
+    count_flops,
+    count_ops,
+    count_params,
+    static_metrics,
+)
+from automl_nn.model import build
+from automl_nn.spec import ArchSpec
+
+
+def test_params_match_a_hand_count() -> None:
+    model = build(ArchSpec("linear", 1, (32,), "relu"), (1, 8, 8), 10)
+    assert count_params(model) == (64 * 32 + 32) + (32 * 10 + 10)
+    conv = build(ArchSpec("conv2d", 1, (4,), "relu", kernel_size=3), (1, 8, 8), 10)
+    assert count_params(conv) == (1 * 4 * 9 + 4) + (4 * 10 + 10)
+
+
+def test_flops_of_a_linear_layer_are_two_per_multiply_add() -> None:
+    model = nn.Sequential(nn.Linear(784, 10))
+    assert count_flops(model, torch.zeros(1, 784)) == 2 * 784 * 10
+
+
+def test_flops_of_a_conv_layer() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1))
+    # 8x8 outputs x 4 channels, each a 3x3x1 multiply-add.
+    assert count_flops(model, torch.zeros(1, 1, 8, 8)) == 2 * (8 * 8 * 4) * (3 * 3 * 1)
+
+
+def test_activation_memory_counts_input_and_each_layer_output() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    expected_floats = 64 + 64 + 32 + 32 + 10  # input, flatten, linear, relu, linear
+    assert activation_bytes(model, torch.zeros(1, 1, 8, 8)) == 4 * expected_floats
+
+
+def test_ops_count_one_per_layer_call() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=1))
+    assert count_ops(model, torch.zeros(1, 1, 28, 28)) == 3
+
+
+def test_static_metrics_are_cached_per_signature() -> None:
+    model = build(ArchSpec("linear", 1, (8,), "relu"), (1, 8, 8), 10)
+    first = static_metrics(model, (1, 8, 8), "test-signature")
+    with torch.no_grad():
+        model[1].weight.mul_(0)  # cached: a second call must not re-measure
+    assert static_metrics(model, (1, 8, 8), "test-signature") == first
+    assert set(first) == {"params", "flops", "memory", "ops", "latency"}
+
+
+def test_every_metric_has_direction_and_unit() -> None:
+    for name, info in METRICS.items():
+        assert info.direction in ("maximize", "minimize"), name
+        assert info.unit, name

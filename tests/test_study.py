@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import optuna
+import pytest
+
+from automl_nn.config import resolve
+from automl_nn.errors import StorageError
+from automl_nn.study import count_done, front, open_storage, open_study
+
+
+def _url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def test_sqlite_storage_has_a_long_busy_timeout(tmp_path: Path) -> None:
+    storage = open_storage(_url(tmp_path / "s.db"))
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert storage.engine_kwargs["connect_args"]["timeout"] >= 60
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01garbage" * 100, b"id,name\n1,two\n"])
+def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.db"
+    path.write_bytes(content)
+    with pytest.raises(StorageError, match="not an SQLite database"):
+        open_storage(_url(path))
+    assert path.read_bytes() == content
+
+
+def test_missing_directory_and_directory_paths(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        open_storage(_url(tmp_path / "nope" / "s.db"))
+    with pytest.raises(StorageError, match="is a directory"):
+        open_storage(_url(tmp_path))
+
+
+def test_read_commands_do_not_create_storage(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="no such file"):
+        open_storage(_url(tmp_path / "s.db"), must_exist=True)
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_journal_storage(tmp_path: Path) -> None:
+    storage = open_storage(f"journal:{tmp_path / 'j.log'}")
+    study = open_study(resolve({"study_name": "j"}), storage)
+    assert study.study_name == "j"
+
+
+def test_open_study_records_config_and_metric_names(tmp_path: Path) -> None:
+    config = resolve({"study_name": "s", "objectives": ["acc", "params"]})
+    study = open_study(config, open_storage(_url(tmp_path / "s.db")))
+    assert study.metric_names == ["accuracy", "params"]
+    assert study.user_attrs["config_hash"] == config.identity_hash()
+    assert study.user_attrs["config"]["objectives"] == ["accuracy", "params"]
+
+
+def test_resume_refuses_other_direction_or_space(tmp_path: Path) -> None:
+    storage = open_storage(_url(tmp_path / "s.db"))
+    open_study(resolve({"study_name": "s", "objectives": ["loss"]}), storage)
+    with pytest.raises(StorageError, match=r"exists with directions \[minimize\]"):
+        open_study(resolve({"study_name": "s", "objectives": ["accuracy"]}), storage)
+    with pytest.raises(StorageError, match="space.epochs: stored 5, now 9"):
+        open_study(resolve({"study_name": "s", "objectives": ["loss"],
+                            "space": {"epochs": 9}}), storage)
+    same = open_study(resolve({"study_name": "s", "objectives": ["loss"], "trials": 99}), storage)
+    assert same.study_name == "s"
+
+
+def test_front_and_count_done_use_finished_trials_only(tmp_path: Path) -> None:
+    config = resolve({"study_name": "f"})
+    study = open_study(config, open_storage(_url(tmp_path / "s.db")))
+    for acc, params in [(0.9, 100.0), (0.8, 50.0), (0.7, 200.0)]:
+        trial = study.ask()
+        study.tell(trial, [acc, params])
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    pruned = study.ask()
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    assert count_done(study) == 4
+    assert [t.values for t in front(study)] == [[0.9, 100.0], [0.8, 50.0]]
