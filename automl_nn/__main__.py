@@ -1,0 +1,5 @@
+"""`python -m automl_nn` runs the CLI."""
+
+from automl_nn.cli import main
+
+main()
