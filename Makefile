@@ -15,10 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
+# A real 20-trial search on the embedded digits; it ends by printing the Pareto front.
 demo: venv
-	cd $(CURDIR) && $(BIN)/automl-nn search studies/digits-quick.yaml --study-name demo \
-		--storage sqlite:///demo.db
-	$(BIN)/automl-nn pareto demo --storage sqlite:///demo.db
+	$(BIN)/automl-nn search studies/digits-quick.yaml --study-name demo --storage sqlite:///demo.db
 
 test: venv
 	$(BIN)/python -m pytest -q -m "not slow"
