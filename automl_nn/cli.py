@@ -103,6 +103,8 @@ def search(
     pruner: Annotated[str | None, typer.Option(help="Pruner (none).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed: a sequential CPU search repeats.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored.")] = None,
+    keep_weights: Annotated[str | None, typer.Option(
+        help="Keep trained weights for export: pareto (front trials, default), all or none.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Search architectures and hyperparameters; re-running the same command resumes the study."""
@@ -113,7 +115,8 @@ def search(
     overrides = {
         "dataset": dataset, "objectives": objective, "trials": trials, "timeout": timeout,
         "study_name": study_name, "storage": storage, "sampler": sampler, "pruner": pruner,
-        "seed": seed, "data_dir": data_dir, "epochs": epochs, "family": family, "depth": depth,
+        "seed": seed, "data_dir": data_dir, "keep_weights": keep_weights, "epochs": epochs,
+        "family": family, "depth": depth,
         "width": width, "activation": activation, "optimizer": optimizer, "lr": lr,
         "batch_size": batch_size,
     }
@@ -184,6 +187,59 @@ def check(study_file: Annotated[Path, typer.Argument(help="YAML study file.")]) 
     out.print(f"[green]ok[/green] {study_file}: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
               highlight=False)
     _print_rows(space.describe(config.space), Format.table, title="search space")
+
+
+@app.command()
+@handled
+def export(
+    study_name: Annotated[str, typer.Argument(help="Study name.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the export into.")],
+    trial: Annotated[int | None, typer.Option(help="Export this trial number.")] = None,
+    pareto: Annotated[bool, typer.Option("--pareto", help="Export every trial on the front.")] = False,
+    retrain: Annotated[bool, typer.Option(
+        help="Train again from the trial's seed instead of using its kept weights.")] = False,
+    onnx: Annotated[bool, typer.Option(help="Also write model.onnx (needs onnx).")] = False,
+    storage: StorageOpt = None,
+) -> None:
+    """Write model.py (plain PyTorch), weights, arch.json and meta.json for trials of a study."""
+    from automl_nn import export as exp
+    from automl_nn import study
+
+    if (trial is None) == (not pareto):
+        raise UsageError("export: give exactly one of --trial N or --pareto.")
+    url = study.storage_url(storage)
+    loaded = study.load_existing(study_name, study.open_storage(url, must_exist=True))
+    if pareto:
+        done = exp.export_front(loaded, out, url, retrain=retrain, onnx=onnx)
+    else:
+        assert trial is not None
+        done = [exp.export_trial(loaded, trial, out, url, retrain=retrain, onnx=onnx)]
+    rows = [{"trial": e.trial, "directory": str(e.directory), **e.values} for e in done]
+    _print_rows(rows, Format.table, title=f"exported from {study_name}")
+
+
+@app.command("train")
+@handled
+def train_cmd(
+    source: Annotated[Path, typer.Argument(help="An export directory or an arch.json file.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the export's).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the export's).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed (default: the export's).")] = None,
+    init_weights: Annotated[bool, typer.Option(
+        help="Start from the export's weights (fine-tune) instead of from scratch.")] = False,
+    data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored.")] = None,
+) -> None:
+    """Retrain an exported architecture and print the same metrics a trial records."""
+    from automl_nn import export as exp
+
+    job = exp.retrain_job(source, dataset=dataset, epochs=epochs, seed=seed,
+                          init_weights=init_weights)
+    result = exp.train_candidate(job.candidate, job.dataset, data_dir, init_state=job.init_state,
+                                 on_epoch=lambda r: err.print(
+                                     f"epoch {r.epoch}: val_accuracy={r.val_accuracy:.4f} "
+                                     f"val_loss={r.val_loss:.4f}"))
+    _print_rows([{**result.values, "test_accuracy": result.test_accuracy}], Format.table,
+                title=f"{source} trained on {job.dataset}")
 
 
 @app.command()

@@ -123,9 +123,10 @@ RULES: dict[str, Rule] = {
 
 SAMPLERS = ("tpe", "nsga2", "random", "qmc", "grid", "gp")
 PRUNERS = ("none",)
+KEEP_WEIGHTS = ("pareto", "all", "none")  # which trials keep trained weights for export
 # Keys of a study file besides `space`; each may also come from a CLI flag.
 TOP_KEYS = ("dataset", "objectives", "trials", "timeout", "study_name", "storage", "sampler",
-            "pruner", "seed", "data_dir", "space")
+            "pruner", "seed", "data_dir", "keep_weights", "space")
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ class StudyConfig:
     pruner: str = "none"
     seed: int | None = None
     data_dir: str | None = None
+    keep_weights: str = "pareto"
     space: SpaceConfig = field(default_factory=lambda: parse_space({}))
 
     def identity(self) -> dict[str, Any]:
@@ -246,6 +248,8 @@ def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["pruner"] = _one_of(raw["pruner"], PRUNERS, "pruner")
     if raw.get("seed") is not None:
         out["seed"] = _int(raw["seed"], "seed")
+    if "keep_weights" in raw:
+        out["keep_weights"] = _one_of(raw["keep_weights"], KEEP_WEIGHTS, "keep_weights")
     return out
 
 

@@ -54,10 +54,14 @@ class DataBundle:
     def n_train(self) -> int:
         return int(self.x_train.shape[0])
 
-    def summary(self) -> dict[str, object]:
-        return {"name": self.name, "input_shape": list(self.input_shape), "task": self.task,
-                "n_outputs": self.n_outputs, "train": self.n_train,
-                "val": int(self.x_val.shape[0]), "test": int(self.x_test.shape[0])}
+    def describe(self) -> dict[str, object]:
+        """What an exported model needs to know about its data: shape, outputs, classes, statistics."""
+        return {
+            "dataset": self.name, "input_shape": list(self.input_shape), "task": self.task,
+            "n_outputs": self.n_outputs, "class_names": list(self.class_names),
+            "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist(),
+            "stat_shape": list(self.mean.shape),
+        }
 
 
 _TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")

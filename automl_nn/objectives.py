@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import optuna
 import torch
+from optuna.artifacts import FileSystemArtifactStore
 
 from automl_nn import metrics, space
 from automl_nn.config import StudyConfig
@@ -23,6 +24,7 @@ from automl_nn.errors import NonFiniteError, TrialFailure, UsageError
 from automl_nn.model import applicable_families, build
 from automl_nn.spec import Candidate
 from automl_nn.train import EpochResult, History, evaluate, fit, seed_everything
+from automl_nn.weights import save_weights
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class TrialRunner:
     bundle: DataBundle
     device: torch.device
     reporter: Reporter
+    store: FileSystemArtifactStore | None = None  # where trained weights go; None keeps none
 
     def __post_init__(self) -> None:
         self.excluded = applicable_families(_family_names(self.config), self.bundle.input_shape)
@@ -112,11 +115,14 @@ class TrialRunner:
         model.to(self.device)
         history = fit(model, self.bundle, candidate.train,
                       on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs))
-        values.update(_trained_metrics(history))
+        values.update(trained_metrics(history))
         test = evaluate(model, self.bundle, self.bundle.x_test, self.bundle.y_test)
         _store(trial, values)
         trial.set_user_attr("test_accuracy", test.accuracy)
-        return objective_values(self.config.objectives, values)
+        objective = objective_values(self.config.objectives, values)
+        if self.store is not None:
+            save_weights(trial, model, self.store)
+        return objective
 
     def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int) -> None:
         trial.set_user_attr(f"epoch{result.epoch}", result.to_dict())
@@ -128,7 +134,8 @@ def _family_names(config: StudyConfig) -> list[str]:
     return [str(v) for v in raw] if isinstance(raw, list) else [str(raw)]
 
 
-def _trained_metrics(history: History) -> dict[str, float]:
+def trained_metrics(history: History) -> dict[str, float]:
+    """Metrics known after training: validation accuracy, error and loss, and training time."""
     last = history.last
     return {"accuracy": last.val_accuracy, "error": 1.0 - last.val_accuracy,
             "loss": last.val_loss, "train_time": history.train_seconds}

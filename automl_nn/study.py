@@ -21,11 +21,12 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 import torch
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import space
+from automl_nn import space, weights
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle
 from automl_nn.errors import ConfigError, StorageError, suggest
@@ -255,12 +256,15 @@ class _Stopper:
 
     target: int
     reporter: Reporter
+    front_store: FileSystemArtifactStore | None = None  # drop weights of trials off the front
     streak: list[tuple[str, str]] = field(default_factory=list)
     tripped: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.reporter.trial_finished(trial, study)
         self._track_failures(study, trial)
+        if self.front_store is not None and trial.state == TrialState.COMPLETE:
+            weights.drop_off_front(study, self.front_store, {t.number for t in front(study)})
         if count_done(study) >= self.target:
             study.stop()
 
@@ -308,11 +312,14 @@ def run_search(
     """Run (or resume) the search until the study holds `config.trials` finished trials."""
     storage = open_storage(config.storage)
     study = open_study(config, storage)
+    if "data" not in study.user_attrs:  # export needs the input shape, classes and statistics
+        study.set_user_attr("data", bundle.describe())
     if count_done(study) >= config.trials:
         return study
     torch_device = resolve_device(device)
-    runner = TrialRunner(config, bundle.to(torch_device), torch_device, reporter)
-    stopper = _Stopper(config.trials, reporter)
+    store = None if config.keep_weights == "none" else weights.open_store(storage_url(config.storage))
+    runner = TrialRunner(config, bundle.to(torch_device), torch_device, reporter, store)
+    stopper = _Stopper(config.trials, reporter, store if config.keep_weights == "pareto" else None)
     reporter.start(config.study_name, count_done(study), config.trials)
     try:
         with signals_as_interrupts():

@@ -1,0 +1,348 @@
+"""Export trials as plain PyTorch: readable `model.py`, weights, the spec and provenance.
+
+`model.py` is written out from the trained module tree: torch layers as `nn.X(...)` calls, and the
+few automl-nn blocks by their own source (they import only torch). Every export checks itself
+before it is written: the generated code is executed, the weights are loaded into it strictly and
+its outputs must equal the trial's model on a fixed batch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import platform
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from automl_nn import __version__, metrics, weights
+from automl_nn.data import load as load_dataset
+from automl_nn.errors import StorageError, UsageError
+from automl_nn.model import build
+from automl_nn.objectives import static_signature, trained_metrics
+from automl_nn.spec import ArchSpec, Candidate, TrainSpec
+from automl_nn.train import EpochResult, evaluate, fit, seed_everything
+
+DATA_ATTR = "data"  # study user attribute written by the search: DataBundle.describe()
+
+
+# ---- code generation -----------------------------------------------------------------------------
+
+
+def module_code(module: nn.Module, classes: dict[str, type], indent: int = 1) -> str:
+    """Python source that constructs `module` (same structure, same state-dict keys)."""
+    cls = type(module)
+    if cls is nn.Sequential:
+        pad = "    " * (indent + 1)
+        children = ",\n".join(pad + module_code(child, classes, indent + 1) for child in module.children())
+        return f"nn.Sequential(\n{children},\n{'    ' * indent})"
+    if cls.__module__.startswith("torch.nn"):
+        if list(module.children()):
+            raise UsageError(f"cannot export {cls.__name__} containers; only nn.Sequential nests")
+        return f"nn.{module!r}"
+    classes[cls.__name__] = cls
+    return f"{cls.__name__}({_constructor_args(module, classes, indent)})"
+
+
+def _constructor_args(module: nn.Module, classes: dict[str, type], indent: int) -> str:
+    """Constructor arguments of an automl-nn block, read back from attributes of the same names."""
+    params = [p for p in inspect.signature(type(module).__init__).parameters.values()
+              if p.name != "self"]
+    args = []
+    for param in params:
+        if not hasattr(module, param.name):
+            raise UsageError(f"{type(module).__name__} does not keep its argument {param.name!r} "
+                             "as an attribute, so it cannot be written out as code")
+        value = getattr(module, param.name)
+        code = module_code(value, classes, indent) if isinstance(value, nn.Module) else repr(value)
+        args.append(f"{param.name}={code}")
+    return ", ".join(args)
+
+
+def generate_source(model: nn.Module, header: str, data: dict[str, Any]) -> str:
+    """The whole `model.py`: imports, block classes, build(), preprocess() and load()."""
+    classes: dict[str, type] = {}
+    body = module_code(model, classes)
+    blocks = "\n\n".join(inspect.getsource(cls).rstrip() for cls in classes.values())
+    return _TEMPLATE.format(
+        header=header, blocks=(blocks + "\n\n") if blocks else "", body=body,
+        input_shape=tuple(data["input_shape"]), classes=data.get("class_names"),
+        mean=data["mean"], std=data["std"], stat_shape=tuple(data["stat_shape"]),
+    )
+
+
+_TEMPLATE = '''"""{header}
+
+Needs only PyTorch:
+    from model import load, preprocess
+    net = load()                      # architecture + trained weights (weights_only=True)
+    logits = net(preprocess(x))       # x: a batch shaped (N, *INPUT_SHAPE), raw values
+"""
+
+from __future__ import annotations
+
+import math  # noqa: F401 - some blocks use it
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: F401 - some blocks use it
+
+INPUT_SHAPE = {input_shape}
+CLASSES = {classes}
+# Standardization statistics of the training split, applied to raw inputs as during the search.
+MEAN = torch.tensor({mean}).reshape({stat_shape})
+STD = torch.tensor({std}).reshape({stat_shape})
+
+
+{blocks}def build() -> nn.Module:
+    """The architecture, untrained."""
+    return {body}
+
+
+def preprocess(x: torch.Tensor) -> torch.Tensor:
+    """Raw inputs -> what the network was trained on."""
+    return (x.float() - MEAN) / STD
+
+
+def load(weights: str | Path | None = None) -> nn.Module:
+    """The trained network, in eval mode."""
+    path = Path(weights) if weights is not None else Path(__file__).with_name("weights.pt")
+    model = build()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+'''
+
+
+def import_source(path: Path) -> Any:
+    """Import a generated model.py as a fresh module object."""
+    spec = importlib.util.spec_from_file_location(f"automl_nn_export_{uuid.uuid4().hex}", path)
+    if spec is None or spec.loader is None:
+        raise StorageError(f"{path}: cannot be imported as Python.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---- exporting trials ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Where one trial went."""
+
+    trial: int
+    directory: Path
+    values: dict[str, float]
+
+
+def export_trial(
+    study: optuna.Study, number: int, out: Path, storage_url: str, *,
+    retrain: bool = False, onnx: bool = False,
+) -> Exported:
+    """Write model.py, weights.pt, arch.json and meta.json (and model.onnx) for trial `number`."""
+    trial = _complete_trial(study, number)
+    data = _study_data(study)
+    candidate = Candidate.from_dict(trial.user_attrs["candidate"])
+    out.mkdir(parents=True, exist_ok=True)
+    weights_path = out / "weights.pt"
+    if retrain:
+        _retrain_to(candidate, data, study, weights_path)
+    else:
+        weights.fetch_weights(trial, weights.open_store(storage_url), weights_path)
+    model = build(candidate.arch, tuple(data["input_shape"]), int(data["n_outputs"]))
+    model.load_state_dict(weights.load_state(weights_path))
+    model.eval()
+    values = ", ".join(f"{k}={v:.4g}" for k, v in zip(study.metric_names or [], trial.values or [],
+                                                        strict=False))
+    header = (f'automl-nn export: study "{study.study_name}", trial {number}: {candidate.arch.family}, '
+              f"{candidate.arch.depth} layers, {candidate.arch.activation}; {values}.")
+    source = generate_source(model, header, data)
+    _write_checked(out, source, model, data)
+    (out / "arch.json").write_text(json.dumps(candidate.arch.to_dict(), indent=2) + "\n")
+    meta = _meta(study, trial, candidate, data, weights.sha256_file(weights_path), out)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    if onnx:
+        export_onnx(model, tuple(data["input_shape"]), out / "model.onnx")
+    return Exported(number, out, meta["objectives"])
+
+
+def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise StorageError(f'study "{study.study_name}" has trials 0..{len(trials) - 1}, '
+                           f"but trial {number} was asked for.")
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE or "candidate" not in trial.user_attrs:
+        raise StorageError(f"trial {number} is {trial.state.name.lower()}, not complete: it has no "
+                           "trained model to export. Pick a complete trial (see `automl-nn pareto`).")
+    return trial
+
+
+def _study_data(study: optuna.Study) -> dict[str, Any]:
+    data = study.user_attrs.get(DATA_ATTR)
+    if data is None:
+        raise StorageError(f'study "{study.study_name}" does not record its data description '
+                           "(it predates export support); run one more trial to record it.")
+    return dict(data)
+
+
+def _write_checked(out: Path, source: str, model: nn.Module, data: dict[str, Any]) -> None:
+    """Write model.py only after the generated code reproduces the trial's outputs exactly."""
+    path = out / "model.py"
+    path.write_text(source)
+    generated = import_source(path).build()
+    generated.load_state_dict(model.state_dict(), strict=True)
+    generated.eval()
+    batch = torch.randn((4, *data["input_shape"]), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if not torch.equal(generated(batch), model(batch)):
+            path.unlink()
+            raise RuntimeError("export self-check failed: generated model.py does not reproduce "
+                               "the trial's outputs")
+
+
+def _meta(study: optuna.Study, trial: FrozenTrial, candidate: Candidate, data: dict[str, Any],
+          sha: str, out: Path) -> dict[str, Any]:
+    names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
+    measured = {name: trial.user_attrs[name] for name in metrics.METRICS if name in trial.user_attrs}
+    return {
+        "study": study.study_name, "trial": trial.number,
+        "objectives": dict(zip(names, trial.values or [], strict=False)),
+        "units": {name: metrics.METRICS.get(name).unit for name in measured},
+        "metrics": measured, "test_accuracy": trial.user_attrs.get("test_accuracy"),
+        "arch": candidate.arch.to_dict(), "train": candidate.train.to_dict(), "data": data,
+        "weights_sha256": sha,
+        "versions": {"automl-nn": __version__, "torch": torch.__version__,
+                     "optuna": optuna.__version__, "python": platform.python_version()},
+        "reproduce": f"automl-nn train {out} --seed {candidate.train.seed}",
+    }
+
+
+def _retrain_to(candidate: Candidate, described: dict[str, Any], study: optuna.Study,
+                dest: Path) -> None:
+    config = study.user_attrs.get("config", {})
+    result = train_candidate(candidate, str(described["dataset"]), config.get("data_dir"))
+    torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, dest)
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
+    """model.onnx through torch.onnx, when the onnx package is installed."""
+    if importlib.util.find_spec("onnx") is None:
+        raise UsageError("--onnx needs the onnx package: pip install onnx onnxscript, then export again.")
+    torch.onnx.export(model, (torch.zeros((1, *input_shape)),), str(path), dynamo=False)
+
+
+def export_front(study: optuna.Study, out: Path, storage_url: str, *, retrain: bool = False,
+                 onnx: bool = False) -> list[Exported]:
+    """Every front trial into out/trial-N/, plus out/index.json sorted by the first objective."""
+    from automl_nn.study import front
+
+    done = [export_trial(study, t.number, out / f"trial-{t.number}", storage_url,
+                         retrain=retrain, onnx=onnx) for t in front(study)]
+    index = [{"trial": e.trial, "directory": e.directory.name, **e.values} for e in done]
+    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return done
+
+
+# ---- retraining ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Trained:
+    """A trained model and the metrics a trial would have recorded for it."""
+
+    model: nn.Module
+    values: dict[str, float]
+    test_accuracy: float
+
+
+def train_candidate(
+    candidate: Candidate, dataset: str, data_dir: str | None = None, *,
+    device: str = "cpu", init_state: dict[str, torch.Tensor] | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> Trained:
+    """Train `candidate` as a trial does (same seed, same data, same metrics), without a study."""
+    bundle = load_dataset(dataset, data_dir).to(device)
+    seed_everything(candidate.train.seed)
+    model = build(candidate.arch, bundle.input_shape, bundle.n_outputs)
+    values = metrics.static_metrics(model, bundle.input_shape, static_signature(candidate))
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model.to(device)
+    history = fit(model, bundle, candidate.train, on_epoch=on_epoch)
+    values.update(trained_metrics(history))
+    test = evaluate(model, bundle, bundle.x_test, bundle.y_test)
+    return Trained(model, values, test.accuracy)
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+
+def load_exported(directory: str | Path) -> nn.Module:
+    """The trained network of an export directory, after checking its weights' SHA-256."""
+    directory = Path(directory)
+    meta_path, code_path = directory / "meta.json", directory / "model.py"
+    for path in (meta_path, code_path, directory / "weights.pt"):
+        if not path.is_file():
+            raise StorageError(f"{directory}: not an automl-nn export ({path.name} is missing). "
+                               "Pass a directory written by `automl-nn export`.")
+    meta = json.loads(meta_path.read_text())
+    weights.check_hash(directory / "weights.pt", str(meta.get("weights_sha256", "")))
+    module = import_source(code_path)
+    model: nn.Module = module.build()
+    model.load_state_dict(weights.load_state(directory / "weights.pt"))
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    """What `automl-nn train` runs: a candidate, its dataset, and optional starting weights."""
+
+    candidate: Candidate
+    dataset: str
+    init_state: dict[str, torch.Tensor] | None
+
+
+def retrain_job(source: Path, *, dataset: str | None, epochs: int | None, seed: int | None,
+                init_weights: bool) -> RetrainJob:
+    """Resolve an export (or a bare arch.json) plus overrides into a training job."""
+    arch, meta = read_arch(source)
+    train = dict(meta.get("train") or {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 5})
+    if epochs is not None:
+        train["epochs"] = epochs
+    if seed is not None:
+        train["seed"] = seed
+    name = dataset or (meta.get("data") or {}).get("dataset")
+    if name is None:
+        raise UsageError(f"{source}: a bare arch.json does not say which data it was made for; "
+                         "pass --dataset.")
+    state = None
+    if init_weights:
+        if not source.is_dir():
+            raise UsageError("--init-weights needs an export directory (with weights.pt and meta.json).")
+        weights.check_hash(source / "weights.pt", str(meta.get("weights_sha256", "")))
+        state = weights.load_state(source / "weights.pt")
+    return RetrainJob(Candidate(arch, TrainSpec.from_dict(train)), str(name), state)
+
+
+def read_arch(path: Path) -> tuple[ArchSpec, dict[str, Any]]:
+    """An ArchSpec (and the export's meta, if any) from an export directory or an arch.json."""
+    arch_path = path / "arch.json" if path.is_dir() else path
+    if not arch_path.is_file():
+        raise StorageError(f"{path}: expected an export directory or an arch.json file.")
+    try:
+        arch = ArchSpec.from_dict(json.loads(arch_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise StorageError(f"{arch_path}: not a valid arch.json ({exc}).") from None
+    meta_path = arch_path.with_name("meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return arch, meta
