@@ -18,6 +18,7 @@ returns a reason ends the trial as PRUNED, with the reason stored as `pruned_by`
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -49,11 +50,14 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
                                               reduction_factor=3)
     if config.pruner == "sha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if config.pruner == "patient":
-        # median's verdict, but only for a trial that has also stopped improving for an epoch
-        return optuna.pruners.PatientPruner(median, patience=1)
-    if config.pruner == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=max(2, s.warmup_epochs))
+    with warnings.catch_warnings():  # both are "experimental" in Optuna; we pin its major version
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if config.pruner == "patient":
+            # median's verdict, but only for a trial that has also stopped improving for an epoch
+            return optuna.pruners.PatientPruner(median, patience=1)
+        if config.pruner == "wilcoxon":
+            return optuna.pruners.WilcoxonPruner(p_threshold=0.1,
+                                                 n_startup_steps=max(2, s.warmup_epochs))
     return optuna.pruners.NopPruner()
 
 
