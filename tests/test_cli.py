@@ -229,3 +229,18 @@ def test_pareto_pruning_and_constraints_end_to_end(cli: CliRunner, tmp_path: Pat
     code, output = run(cli, "show", "p")
     assert code == 0
     assert f"pruned {len(pruned)}, infeasible {len(infeasible)}; epochs trained" in output
+
+
+def test_single_objective_pruner_gets_every_epoch_reported(cli: CliRunner, tmp_path: Path) -> None:
+    study_file = tmp_path / "m.yaml"
+    study_file.write_text("objectives: [accuracy]\npruner: {name: median, startup_trials: 2}\n")
+    args = [a for a in TINY if a not in ("--epochs", "1")]
+    code, output = run(cli, "search", str(study_file), *args, "--epochs", "2", "--trials", "5",
+                       "--study-name", "m")
+    assert code == 0, output
+    for t in _trials("m"):
+        reached = t.user_attrs["epochs_trained"]
+        assert t.intermediate_values == {k: t.user_attrs[f"epoch{k}"]["val_accuracy"]
+                                         for k in range(1, reached + 1)}
+    code, _ = run(cli, "search", "--objective", "accuracy,params", "--pruner", "median")
+    assert code == 2
