@@ -100,7 +100,14 @@ def search(
     study_name: Annotated[str | None, typer.Option(help="Study name (default automl-nn).")] = None,
     storage: StorageOpt = None,
     sampler: Annotated[str | None, typer.Option(help="tpe, nsga2, random, qmc, grid or gp.")] = None,
-    pruner: Annotated[str | None, typer.Option(help="Pruner (none).")] = None,
+    pruner: Annotated[str | None, typer.Option(
+        help="none; one objective: median, percentile, hyperband, sha, patient, wilcoxon; "
+        "several objectives: pareto.")] = None,
+    max_params: Annotated[float | None, typer.Option(
+        help="Hard limit on parameters: larger candidates are recorded infeasible, never trained.")] = None,
+    max_flops: Annotated[float | None, typer.Option(help="Hard limit on forward FLOPs per input.")] = None,
+    max_memory: Annotated[float | None, typer.Option(
+        help="Hard limit on activation bytes per input.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed: a sequential CPU search repeats.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored.")] = None,
     keep_weights: Annotated[str | None, typer.Option(
@@ -118,7 +125,8 @@ def search(
         "seed": seed, "data_dir": data_dir, "keep_weights": keep_weights, "epochs": epochs,
         "family": family, "depth": depth,
         "width": width, "activation": activation, "optimizer": optimizer, "lr": lr,
-        "batch_size": batch_size,
+        "batch_size": batch_size, "max_params": max_params, "max_flops": max_flops,
+        "max_memory": max_memory,
     }
     config = cfg.resolve(raw, overrides)
     bundle = data.load(config.dataset, config.data_dir)
@@ -140,6 +148,8 @@ def pareto(
 
     loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
     _print_rows(summary.front_rows(loaded), format, title=f"Pareto front of {study_name}")
+    if format is Format.table:  # json and csv stay pure rows for scripts
+        out.print(summary.pruning_line(summary.pruning_summary(loaded)), highlight=False)
 
 
 @app.command()
@@ -155,6 +165,7 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
     out.print("objectives: " + ", ".join(
         f"{o['name']} ({o['direction']}, {o['unit']})" for o in info["objectives"]))
     out.print("trials: " + ", ".join(f"{k} {v}" for k, v in info["states"].items() if v))
+    out.print(summary.pruning_line(info["pruning"]), highlight=False)
     if info["fail_reasons"]:
         out.print("failures: " + ", ".join(f"{k} {v}" for k, v in info["fail_reasons"].items()))
     _print_rows(info["front"], Format.table, title="best trials")

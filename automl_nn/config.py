@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +122,31 @@ RULES: dict[str, Rule] = {
 }
 
 SAMPLERS = ("tpe", "nsga2", "random", "qmc", "grid", "gp")
-PRUNERS = ("none",)
+# Optuna's pruners (single objective) and our own multi-objective one (see pruning.py).
+SINGLE_OBJECTIVE_PRUNERS = ("median", "percentile", "hyperband", "sha", "patient", "wilcoxon")
+PRUNERS = ("none", *SINGLE_OBJECTIVE_PRUNERS, "pareto")
 KEEP_WEIGHTS = ("pareto", "all", "none")  # which trials keep trained weights for export
+# Hard limits on static costs, checked before training: config key -> metric it bounds.
+CONSTRAINT_KEYS = {"max_params": "params", "max_flops": "flops", "max_memory": "memory"}
 # Keys of a study file besides `space`; each may also come from a CLI flag.
 TOP_KEYS = ("dataset", "objectives", "trials", "timeout", "study_name", "storage", "sampler",
-            "pruner", "seed", "data_dir", "keep_weights", "space")
+            "pruner", "seed", "data_dir", "keep_weights", "constraints", *CONSTRAINT_KEYS, "space")
+PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Warm-up and noise margin shared by every pruner.
+
+    Pruning starts once `startup_trials` trials have completed and after `warmup_epochs` epochs of
+    the trial at hand: early learning curves are noisy, and a pruner with nothing to compare
+    against would guess. `margin` is the lead another trial needs before it prunes this one
+    (absolute for fractions such as accuracy, relative for losses and times).
+    """
+
+    startup_trials: int = 5
+    warmup_epochs: int = 0
+    margin: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -160,12 +180,29 @@ class StudyConfig:
     seed: int | None = None
     data_dir: str | None = None
     keep_weights: str = "pareto"
+    # metric -> upper limit (e.g. ("params", 1e5)); a candidate over one is never trained
+    constraints: tuple[tuple[str, float], ...] = ()
+    pruning: PrunerConfig = field(default_factory=PrunerConfig)
     space: SpaceConfig = field(default_factory=lambda: parse_space({}))
 
     def identity(self) -> dict[str, Any]:
-        """The part of the config that defines the study: data, objectives and space."""
-        return {"dataset": self.dataset, "objectives": list(self.objectives),
-                "space": self.space.to_raw()}
+        """The part of the config that defines the study: data, objectives, constraints and space.
+
+        Constraints appear only when set, so studies made before they existed keep their hash.
+        """
+        identity: dict[str, Any] = {"dataset": self.dataset, "objectives": list(self.objectives),
+                                    "space": self.space.to_raw()}
+        if self.constraints:
+            identity["constraints"] = dict(self.constraints)
+        return identity
+
+    def max_epochs(self) -> int:
+        """The most epochs any trial of this space trains (a pruner's full budget)."""
+        return max(int(v) for v in _values(self.space["epochs"]))
+
+    def limits(self) -> dict[str, float]:
+        """Constraint limits by metric name (params, flops, memory)."""
+        return dict(self.constraints)
 
     def identity_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True).encode()
@@ -175,8 +212,13 @@ class StudyConfig:
         return [metrics.METRICS.get(name).direction for name in self.objectives]
 
     def to_raw(self) -> dict[str, Any]:
-        raw = {key: getattr(self, key) for key in TOP_KEYS if key != "space"}
+        skip = ("space", "constraints", *CONSTRAINT_KEYS)
+        raw = {key: getattr(self, key) for key in TOP_KEYS if key not in skip}
         raw["objectives"] = list(self.objectives)
+        if self.pruning != PrunerConfig():
+            raw["pruner"] = {"name": self.pruner, **asdict(self.pruning)}
+        raw["constraints"] = {key: self.limits()[metric] for key, metric in CONSTRAINT_KEYS.items()
+                              if metric in self.limits()}
         raw["space"] = self.space.to_raw()
         return raw
 
@@ -218,6 +260,7 @@ def resolve(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
             merged[key] = value
     config = StudyConfig(space=parse_space(space_raw), **_parse_top(merged))
     _check_grid(config)
+    _check_pruner(config)
     return config
 
 
@@ -244,13 +287,70 @@ def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = _nonempty_str(raw[key], key)
     if "sampler" in raw:
         out["sampler"] = _one_of(raw["sampler"], SAMPLERS, "sampler")
-    if "pruner" in raw:
-        out["pruner"] = _one_of(raw["pruner"], PRUNERS, "pruner")
+    if raw.get("pruner") is not None:
+        out["pruner"], out["pruning"] = _pruner(raw["pruner"])
     if raw.get("seed") is not None:
         out["seed"] = _int(raw["seed"], "seed")
     if "keep_weights" in raw:
         out["keep_weights"] = _one_of(raw["keep_weights"], KEEP_WEIGHTS, "keep_weights")
+    constraints = _constraints(raw)
+    if constraints:
+        out["constraints"] = constraints
     return out
+
+
+def _pruner(value: Any) -> tuple[str, PrunerConfig]:
+    """`pruner: NAME`, or `pruner: {name: NAME, startup_trials: N, warmup_epochs: N, margin: X}`."""
+    if not isinstance(value, dict):
+        return _one_of(value, PRUNERS, "pruner"), PrunerConfig()
+    _reject_unknown(value, PRUNER_KEYS, "pruner")
+    if "name" not in value:
+        raise ConfigError(f"pruner: a pruner mapping needs a name, one of {', '.join(PRUNERS)}, "
+                          f"but got {value!r}.")
+    defaults = PrunerConfig()
+    margin = _number(value.get("margin", defaults.margin), "pruner.margin")
+    if not 0.0 <= margin < 1.0:
+        raise ConfigError(f"pruner.margin: must satisfy 0 <= margin < 1, but got {margin:g}.")
+    settings = PrunerConfig(
+        startup_trials=_nonnegative_int(value.get("startup_trials", defaults.startup_trials),
+                                        "pruner.startup_trials"),
+        warmup_epochs=_nonnegative_int(value.get("warmup_epochs", defaults.warmup_epochs),
+                                       "pruner.warmup_epochs"),
+        margin=margin,
+    )
+    return _one_of(value["name"], PRUNERS, "pruner.name"), settings
+
+
+def _constraints(raw: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    """Limits from `constraints: {max_params: ...}` and top-level `max_params: ...` (flags win)."""
+    nested = raw.get("constraints") or {}
+    if not isinstance(nested, dict):
+        raise ConfigError(f"constraints: expected a mapping such as {{max_params: 100000}}, "
+                          f"but got {nested!r}.")
+    _reject_unknown(nested, list(CONSTRAINT_KEYS), "constraints")
+    merged = {**nested, **{k: raw[k] for k in CONSTRAINT_KEYS if raw.get(k) is not None}}
+    return tuple((CONSTRAINT_KEYS[key], _positive_number(merged[key], key))
+                 for key in CONSTRAINT_KEYS if merged.get(key) is not None)
+
+
+def _check_pruner(config: StudyConfig) -> None:
+    """A pruner must fit the objectives: Optuna's need one objective, ours needs several."""
+    if config.pruner == "none":
+        return
+    multi = len(config.objectives) > 1
+    if config.pruner != "pareto" and multi:
+        raise ConfigError(f"pruner: {config.pruner} prunes single-objective studies only, but this "
+                          f"study has {len(config.objectives)} objectives "
+                          f"({', '.join(config.objectives)}). Use --pruner pareto.")
+    if config.pruner == "pareto" and not multi:
+        raise ConfigError(f"pruner: pareto prunes multi-objective studies, but this study has one "
+                          f"objective ({config.objectives[0]}). Use median, hyperband or another "
+                          "single-objective pruner.")
+    if all(metrics.METRICS.get(name).static for name in config.objectives):
+        raise ConfigError(f"pruner: {config.pruner} needs an objective that changes during "
+                          f"training (accuracy, error, loss, train_time), but "
+                          f"{', '.join(config.objectives)} are known before training. "
+                          "Use --pruner none.")
 
 
 def _dataset_name(value: Any) -> str:
@@ -295,6 +395,13 @@ def _positive_int(value: Any, where: str) -> int:
     number = _int(value, where)
     if number < 1:
         raise ConfigError(f"{where}: must be at least 1, but got {number}.")
+    return number
+
+
+def _nonnegative_int(value: Any, where: str) -> int:
+    number = _int(value, where)
+    if number < 0:
+        raise ConfigError(f"{where}: must be at least 0, but got {number}.")
     return number
 
 

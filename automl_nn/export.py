@@ -181,6 +181,9 @@ def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:
         raise StorageError(f'study "{study.study_name}" has trials 0..{len(trials) - 1}, '
                            f"but trial {number} was asked for.")
     trial = trials[number]
+    if "infeasible" in trial.user_attrs:
+        raise StorageError(f"trial {number} was over a constraint ({trial.user_attrs['infeasible']}) "
+                           "and was never trained, so there is nothing to export.")
     if trial.state != TrialState.COMPLETE or "candidate" not in trial.user_attrs:
         raise StorageError(f"trial {number} is {trial.state.name.lower()}, not complete: it has no "
                            "trained model to export. Pick a complete trial (see `automl-nn pareto`).")

@@ -1,7 +1,10 @@
 """The trial function: sample a candidate, measure its static costs, train it, return objectives.
 
 Every trial stores all metrics as user attributes (whether or not they are objectives), its
-candidate, seed, and per-epoch validation history; a failed trial stores `fail_reason`.
+candidate, seed, per-epoch validation history (`epoch{k}`) and `epochs_trained`; a failed trial
+stores `fail_reason`. A candidate over a hard constraint is never trained: it is recorded COMPLETE
+with `infeasible` (what it violates), its real static costs and placeholder trained values, and
+Optuna's constraint keeps it off the front. A pruned trial stores `pruned_by` (the pruner's reason).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from automl_nn import metrics, space
+from automl_nn import metrics, pruning, space
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle
 from automl_nn.errors import NonFiniteError, TrialFailure, UsageError
@@ -80,6 +83,7 @@ class TrialRunner:
     store: FileSystemArtifactStore | None = None  # where trained weights go; None keeps none
 
     def __post_init__(self) -> None:
+        self.prune = pruning.make_epoch_pruning(self.config)
         self.excluded = applicable_families(_family_names(self.config), self.bundle.input_shape)
         for name, reason in self.excluded.items():
             log.info("family %s excluded from sampling: %s", name, reason)
@@ -87,6 +91,8 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> Sequence[float]:
         try:
             return self._run(trial)
+        except optuna.TrialPruned:
+            raise  # Optuna records it PRUNED; `pruned_by` is already stored
         except KeyboardInterrupt as exc:
             _mark_failed(trial, "interrupted", f"stopped by {exc or 'Ctrl-C'}")
             raise
@@ -112,6 +118,9 @@ class TrialRunner:
         values = metrics.static_metrics(model, self.bundle.input_shape,
                                         static_signature(candidate))
         _store(trial, values)
+        violations = pruning.apply_constraints(trial, self.config.limits(), values)
+        if violations:
+            return self._infeasible(trial, values, violations)
         model.to(self.device)
         history = fit(model, self.bundle, candidate.train,
                       on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs))
@@ -124,9 +133,28 @@ class TrialRunner:
             save_weights(trial, model, self.store)
         return objective
 
+    def _infeasible(self, trial: optuna.Trial, static: dict[str, float],
+                    violations: list[str]) -> list[float]:
+        """Close a candidate over a constraint without training it (it costs no epoch)."""
+        trial.set_user_attr("infeasible", "; ".join(violations))
+        trial.set_user_attr("epochs_trained", 0)
+        log.info("trial %d infeasible, not trained: %s", trial.number, "; ".join(violations))
+        return pruning.infeasible_values(self.config.objectives, static, self.bundle.n_outputs)
+
     def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int) -> None:
         trial.set_user_attr(f"epoch{result.epoch}", result.to_dict())
+        trial.set_user_attr("epochs_trained", result.epoch)
         self.reporter.epoch_done(trial.number, result, epochs)
+        reason = self.prune(trial, result.epoch, epochs)
+        if reason is not None:
+            trial.set_user_attr("pruned_by", reason)
+            raise optuna.TrialPruned(_describe_pruning(reason))
+
+
+def _describe_pruning(reason: dict[str, Any]) -> str:
+    if "trial" in reason:
+        return f"dominated by trial {reason['trial']} at epoch {reason['epoch']}"
+    return f"{reason['pruner']} pruner at epoch {reason['epoch']}"
 
 
 def _family_names(config: StudyConfig) -> list[str]:

@@ -10,6 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from automl_nn.pruning import is_infeasible
 from automl_nn.spec import Candidate
 from automl_nn.train import EpochResult
 
@@ -26,11 +27,21 @@ def describe_outcome(trial: FrozenTrial, study: optuna.Study) -> str:
     if trial.state == TrialState.COMPLETE and trial.values is not None:
         names = study.metric_names or [str(i) for i in range(len(trial.values))]
         values = " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, trial.values, strict=True))
+        if "infeasible" in trial.user_attrs:
+            return f"trial {trial.number} infeasible, not trained ({trial.user_attrs['infeasible']})"
         return f"trial {trial.number} complete: {values}"
+    if trial.state == TrialState.PRUNED and "pruned_by" in trial.user_attrs:
+        return f"trial {trial.number} pruned ({_pruned_text(trial.user_attrs['pruned_by'])})"
     reason = trial.user_attrs.get("fail_reason", "")
     message = str(trial.user_attrs.get("fail_message", "")).splitlines()
     detail = f" ({reason}: {message[0]})" if message else (f" ({reason})" if reason else "")
     return f"trial {trial.number} {trial.state.name.lower()}{detail}"
+
+
+def _pruned_text(reason: dict[str, object]) -> str:
+    if "trial" in reason:
+        return f"dominated by trial {reason['trial']} at epoch {reason['epoch']}"
+    return f"{reason.get('pruner')} at epoch {reason.get('epoch')}"
 
 
 def _fmt(value: float) -> str:
@@ -39,12 +50,17 @@ def _fmt(value: float) -> str:
 
 def best_text(study: optuna.Study) -> str:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    if not any(not is_infeasible(t) for t in complete):
         return "no complete trial yet"
     if len(study.directions) > 1:
         return f"front: {len(study.best_trials)} trials"
     name = (study.metric_names or ["value"])[0]
     return f"best {name}={_fmt(study.best_value)}"
+
+
+def _counts(trial: FrozenTrial) -> bool:
+    """Whether a finished trial counts toward --trials (infeasible ones do not: never trained)."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and "infeasible" not in trial.user_attrs
 
 
 class LogReporter:
@@ -70,7 +86,7 @@ class LogReporter:
                   f"val_accuracy={result.val_accuracy:.4f} val_loss={result.val_loss:.4f}")
 
     def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        if _counts(trial):
             self.done += 1
         self._say(f"{describe_outcome(trial, study)} [{self.done}/{self.total}, {best_text(study)}]")
 
@@ -107,7 +123,7 @@ class BarReporter(LogReporter):
             f"trial {number} epoch {result.epoch}/{epochs} val_acc={result.val_accuracy:.3f}"))
 
     def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        if _counts(trial):
             self.done += 1
         self.progress.console.print(describe_outcome(trial, study))
         self.progress.update(self.task, completed=self.done, best=best_text(study))

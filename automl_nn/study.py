@@ -26,7 +26,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import space, weights
+from automl_nn import pruning, space, weights
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle
 from automl_nn.errors import ConfigError, StorageError, suggest
@@ -40,6 +40,9 @@ HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = max(4 * HEARTBEAT_INTERVAL_S, BUSY_TIMEOUT_S + 2 * HEARTBEAT_INTERVAL_S)
 MAX_RETRY = 2
 SAME_FAILURE_LIMIT = 3  # identical failures in a row that stop a search instead of burning it
+# Infeasible candidates cost no training and do not count toward --trials, so a space that is
+# (nearly) all over the constraints would loop; this many in a row stops the search instead.
+INFEASIBLE_LIMIT = 100
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -181,13 +184,16 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
 def open_study(config: StudyConfig, storage: BaseStorage) -> optuna.Study:
     """Create the study, or resume it after checking it asks the same question."""
     sampler = make_sampler(config)
+    pruner = pruning.make_pruner(config)
     if config.study_name in study_names(storage):
-        study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler)
+        study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
         check_compatible(study, config)
         return study
     try:
         study = optuna.create_study(storage=storage, study_name=config.study_name,
-                                    directions=config.directions(), sampler=sampler)  # type: ignore[arg-type]
+                                    directions=config.directions(), sampler=sampler,  # type: ignore[arg-type]
+                                    pruner=pruner)
     except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
         return open_study(config, storage)
     with _no_experimental_warnings():
@@ -221,7 +227,7 @@ def check_compatible(study: optuna.Study, config: StudyConfig) -> None:
 def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two study identities."""
     diffs = [f"{key}: stored {old.get(key)!r}, now {new[key]!r}"
-             for key in ("dataset", "objectives") if old.get(key) != new[key]]
+             for key in ("dataset", "objectives", "constraints") if old.get(key) != new.get(key)]
     old_space, new_space = old.get("space", {}), new["space"]
     for key in sorted(set(old_space) | set(new_space)):
         if old_space.get(key) != new_space.get(key):
@@ -230,13 +236,23 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def count_done(study: optuna.Study) -> int:
-    """Trials that count toward the target: COMPLETE and PRUNED (failed ones are re-run)."""
-    return len(study.get_trials(deepcopy=False, states=DONE_STATES))
+    """Trials that count toward the target: COMPLETE and PRUNED ones that trained.
+
+    Failed trials are re-run. Infeasible candidates (over a hard constraint) are not counted: they
+    cost no training, and `--trials` asks for that many trained candidates.
+    """
+    return sum(1 for t in study.get_trials(deepcopy=False, states=DONE_STATES)
+               if not pruning.is_infeasible(t))
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
-    """The Pareto front (or the best trial of a single-objective study), by the first objective."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    """The Pareto front (or the best trial of a single-objective study), by the first objective.
+
+    Only COMPLETE, feasible trials qualify: pruned trials have no values and infeasible ones
+    violate a constraint (Optuna's best_trial(s) skip both).
+    """
+    if not any(not pruning.is_infeasible(t)
+               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
         return []
     trials = study.best_trials if len(study.directions) > 1 else [study.best_trial]
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
@@ -258,6 +274,7 @@ class _Stopper:
     reporter: Reporter
     front_store: FileSystemArtifactStore | None = None  # drop weights of trials off the front
     streak: list[tuple[str, str]] = field(default_factory=list)
+    infeasible: int = 0
     tripped: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -265,7 +282,16 @@ class _Stopper:
         self._track_failures(study, trial)
         if self.front_store is not None and trial.state == TrialState.COMPLETE:
             weights.drop_off_front(study, self.front_store, {t.number for t in front(study)})
+        self._track_infeasible(study, trial)
         if count_done(study) >= self.target:
+            study.stop()
+
+    def _track_infeasible(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.infeasible = self.infeasible + 1 if pruning.is_infeasible(trial) else 0
+        if self.infeasible >= INFEASIBLE_LIMIT:
+            self.tripped = (f"the last {INFEASIBLE_LIMIT} candidates were all over the constraints "
+                            f"({trial.user_attrs.get('infeasible', '')}). Loosen --max-params / "
+                            "--max-flops / --max-memory or shrink the space (width, depth)")
             study.stop()
 
     def _track_failures(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -278,7 +304,8 @@ class _Stopper:
             self.streak.clear()
         self.streak.append(key)
         if len(self.streak) >= SAME_FAILURE_LIMIT:
-            self.tripped = f"{key[0]}: {key[1]}"
+            self.tripped = (f"the search stopped after {SAME_FAILURE_LIMIT} trials in a row failed "
+                            f"the same way ({key[0]}: {key[1]}). Fix the space or data")
             study.stop()
 
 
@@ -327,8 +354,5 @@ def run_search(
     finally:
         reporter.stop()
     if stopper.tripped is not None:
-        raise ConfigError(
-            f"the search stopped after {SAME_FAILURE_LIMIT} trials in a row failed the same way "
-            f"({stopper.tripped}). Fix the space or data; the study keeps its finished trials."
-        )
+        raise ConfigError(f"{stopper.tripped}; the study keeps its finished trials.")
     return study

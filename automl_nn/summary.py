@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import metrics
+from automl_nn import metrics, pruning
 from automl_nn.config import RULES, Range, parse_param
 from automl_nn.study import front, objective_names
 
@@ -57,8 +57,35 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "states": state_counts(study),
         "fail_reasons": dict(failures),
         "front": [trial_row(t, names) for t in best],
+        "pruning": pruning_summary(study),
         "warnings": edge_warnings(config.get("space", {}), best),
     }
+
+
+def pruning_summary(study: optuna.Study) -> dict[str, int]:
+    """Pruned and infeasible trials, and the training epochs they saved.
+
+    `epochs_planned` is what the finished trials' candidates asked for; `epochs_trained` what they
+    ran; the difference is what pruning and constraints saved.
+    """
+    finished = study.get_trials(deepcopy=False, states=pruning.FINISHED)
+    planned = sum(pruning.planned_epochs(t) for t in finished)
+    trained = sum(pruning.trained_epochs(t) for t in finished)
+    return {
+        "pruned": sum(1 for t in finished if t.state == TrialState.PRUNED),
+        "infeasible": sum(1 for t in finished if pruning.is_infeasible(t)),
+        "epochs_planned": planned,
+        "epochs_trained": trained,
+        "epochs_saved": planned - trained,
+    }
+
+
+def pruning_line(counts: dict[str, int]) -> str:
+    """One line for `show` and `pareto`: what pruning and constraints saved."""
+    planned, saved = counts["epochs_planned"], counts["epochs_saved"]
+    share = f" ({saved / planned:.0%})" if planned else ""
+    return (f"pruned {counts['pruned']}, infeasible {counts['infeasible']}; epochs trained "
+            f"{counts['epochs_trained']} of {planned}, saved {saved}{share}")
 
 
 def _objective_info(name: str, direction: optuna.study.StudyDirection) -> dict[str, str]:

@@ -206,3 +206,41 @@ def test_help_and_datasets_are_fast_paths(cli: CliRunner) -> None:
     assert code == 0 and "search" in output
     code, output = run(cli, "datasets")
     assert code == 0 and "digits" in output
+
+
+def test_pareto_pruning_and_constraints_end_to_end(cli: CliRunner, tmp_path: Path) -> None:
+    study_file = tmp_path / "p.yaml"
+    study_file.write_text("pruner: {name: pareto, startup_trials: 2}\nconstraints: {max_params: 1000}\n")
+    args = [a for a in TINY if a not in ("--epochs", "1")]
+    code, output = run(cli, "search", str(study_file), *args, "--epochs", "3", "--trials", "8",
+                       "--study-name", "p", "--objective", "accuracy,params")
+    assert code == 0, output
+    trials = _trials("p")
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    infeasible = [t for t in trials if "infeasible" in t.user_attrs]
+    trained = [t for t in trials if "infeasible" not in t.user_attrs]
+    assert len(trained) == 8 and pruned and infeasible
+    for t in pruned:  # static costs, how far it got, and who dominated it when
+        assert t.user_attrs["epochs_trained"] < 3 and "params" in t.user_attrs
+        assert t.user_attrs["pruned_by"]["epoch"] == t.user_attrs["epochs_trained"]
+    code, output = run(cli, "pareto", "p", "--format", "json")
+    on_front = {row["trial"] for row in json.loads(output)}
+    assert on_front and not on_front & {t.number for t in pruned + infeasible}
+    code, output = run(cli, "show", "p")
+    assert code == 0
+    assert f"pruned {len(pruned)}, infeasible {len(infeasible)}; epochs trained" in output
+
+
+def test_single_objective_pruner_gets_every_epoch_reported(cli: CliRunner, tmp_path: Path) -> None:
+    study_file = tmp_path / "m.yaml"
+    study_file.write_text("objectives: [accuracy]\npruner: {name: median, startup_trials: 2}\n")
+    args = [a for a in TINY if a not in ("--epochs", "1")]
+    code, output = run(cli, "search", str(study_file), *args, "--epochs", "2", "--trials", "5",
+                       "--study-name", "m")
+    assert code == 0, output
+    for t in _trials("m"):
+        reached = t.user_attrs["epochs_trained"]
+        assert t.intermediate_values == {k: t.user_attrs[f"epoch{k}"]["val_accuracy"]
+                                         for k in range(1, reached + 1)}
+    code, _ = run(cli, "search", "--objective", "accuracy,params", "--pruner", "median")
+    assert code == 2

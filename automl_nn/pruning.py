@@ -1,0 +1,245 @@
+"""Pruning: Optuna's pruners for one objective, our Pareto pruner for several, and hard constraints.
+
+Each epoch, TrialRunner hands the trial's validation metrics to an `EpochPruning` hook; a hook that
+returns a reason ends the trial as PRUNED, with the reason stored as `pruned_by`.
+
+- Single objective: the trained objective is reported to Optuna (`trial.report`) and the study's
+  pruner (median, hyperband, ...) decides.
+- Several objectives: Optuna refuses `trial.report` there, so `ParetoPruner` decides from storage
+  alone. The static objectives (params, flops, memory, ops, latency) are exact before training;
+  only the trained ones evolve. At epoch k a trial is pruned when a finished trial was, at the same
+  epoch k, better on every trained objective by more than a margin, at no higher static cost: it is
+  dominated at equal fidelity. Every trial stores its epochs as `epoch{k}` user attributes, so the
+  rule needs nothing beyond storage and holds across workers.
+- Constraints (`max_params`, ...) are checked on the static metrics before any training and set
+  through `trial.set_constraint`, so samplers learn the boundary and the front skips the trial.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from automl_nn import metrics
+from automl_nn.config import PrunerConfig, StudyConfig
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+# ---- Optuna's pruners ----------------------------------------------------------------------------
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    """The pruner the study object carries; pareto and none need none from Optuna."""
+    s = config.pruning
+    median = optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials,
+                                         n_warmup_steps=s.warmup_epochs)
+    if config.pruner == "median":
+        return median
+    if config.pruner == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=s.startup_trials,
+                                               n_warmup_steps=s.warmup_epochs)
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.max_epochs(),
+                                              reduction_factor=3)
+    if config.pruner == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    with warnings.catch_warnings():  # both are "experimental" in Optuna; we pin its major version
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if config.pruner == "patient":
+            # median's verdict, but only for a trial that has also stopped improving for an epoch
+            return optuna.pruners.PatientPruner(median, patience=1)
+        if config.pruner == "wilcoxon":
+            return optuna.pruners.WilcoxonPruner(p_threshold=0.1,
+                                                 n_startup_steps=max(2, s.warmup_epochs))
+    return optuna.pruners.NopPruner()
+
+
+# ---- per-epoch values read back from storage -----------------------------------------------------
+
+
+def epoch_values(attrs: Mapping[str, Any], epoch: int) -> dict[str, float] | None:
+    """Trained metrics after `epoch` epochs, from `epoch{k}` user attributes (None if not reached).
+
+    train_time is the training seconds spent up to that epoch, so it compares at equal fidelity too.
+    """
+    record = attrs.get(f"epoch{epoch}")
+    if not isinstance(record, dict):
+        return None
+    seconds = [attrs.get(f"epoch{k}", {}).get("seconds", 0.0) for k in range(1, epoch + 1)]
+    accuracy = float(record["val_accuracy"])
+    return {"accuracy": accuracy, "error": 1.0 - accuracy, "loss": float(record["val_loss"]),
+            "train_time": float(sum(seconds))}
+
+
+def is_infeasible(trial: FrozenTrial) -> bool:
+    """True for a trial over a hard constraint (it was never trained)."""
+    return any(value > 0 for value in trial.constraints.values())
+
+
+def planned_epochs(trial: FrozenTrial) -> int:
+    """Epochs the trial's candidate asked for."""
+    return int(trial.user_attrs.get("candidate", {}).get("train", {}).get("epochs", 0))
+
+
+def trained_epochs(trial: FrozenTrial) -> int:
+    """Epochs the trial actually trained (0 for an infeasible one)."""
+    if "epochs_trained" in trial.user_attrs:
+        return int(trial.user_attrs["epochs_trained"])
+    return sum(1 for key in trial.user_attrs if key.startswith("epoch") and key[5:].isdigit())
+
+
+# ---- the hook TrialRunner calls ------------------------------------------------------------------
+
+
+class EpochPruning(Protocol):
+    """Decides after each epoch whether a trial stops; returns why (a JSON-safe mapping) or None."""
+
+    def __call__(self, trial: optuna.Trial, epoch: int, epochs: int) -> dict[str, Any] | None: ...
+
+
+def no_pruning(trial: optuna.Trial, epoch: int, epochs: int) -> dict[str, Any] | None:
+    """The hook for `--pruner none`."""
+    return None
+
+
+@dataclass(frozen=True)
+class OptunaPruning:
+    """Reports the trained objective to Optuna each epoch and asks the study's pruner."""
+
+    name: str
+    objective: str
+
+    def __call__(self, trial: optuna.Trial, epoch: int, epochs: int) -> dict[str, Any] | None:
+        values = epoch_values(trial.user_attrs, epoch)
+        if values is None:
+            return None
+        # The raw metric: the study's direction (maximize accuracy, minimize loss) orients it.
+        trial.report(values[self.objective], step=epoch)
+        if epoch >= epochs or not trial.should_prune():
+            return None  # after the last epoch, stopping saves nothing
+        return {"pruner": self.name, "epoch": epoch, self.objective: values[self.objective]}
+
+
+def make_epoch_pruning(config: StudyConfig) -> EpochPruning:
+    """The per-epoch hook for the configured pruner."""
+    if config.pruner == "pareto":
+        return ParetoPruner(objectives=config.objectives, settings=config.pruning)
+    if config.pruner == "none":
+        return no_pruning
+    trained = [n for n in config.objectives if not metrics.METRICS.get(n).static]
+    return OptunaPruning(config.pruner, trained[0])
+
+
+# ---- the multi-objective pruner ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One trial's objective values at one epoch, split into trained and static ones."""
+
+    number: int
+    trained: dict[str, float]
+    static: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ParetoPruner:
+    """Prunes a trial dominated at equal fidelity by a finished trial (see the module docstring)."""
+
+    objectives: tuple[str, ...]
+    settings: PrunerConfig = field(default_factory=PrunerConfig)
+
+    def __call__(self, trial: optuna.Trial, epoch: int, epochs: int) -> dict[str, Any] | None:
+        if epoch >= epochs or epoch <= self.settings.warmup_epochs:
+            return None  # the last epoch costs nothing more to finish; warm-up epochs are noise
+        current = self.point(trial.number, trial.user_attrs, epoch)
+        if current is None:
+            return None
+        finished = trial.study.get_trials(deepcopy=False, states=FINISHED)
+        return self.decide(current, finished, epoch)
+
+    def decide(self, current: Point, finished: Sequence[FrozenTrial], epoch: int) -> dict[str, Any] | None:
+        """Why `current` is pruned at `epoch` given the finished trials, or None to go on."""
+        feasible = [t for t in finished if not is_infeasible(t)]
+        completed = sum(1 for t in feasible if t.state == TrialState.COMPLETE)
+        if completed < self.settings.startup_trials:
+            return None
+        for other in sorted(feasible, key=lambda t: t.number):
+            point = self.point(other.number, other.user_attrs, epoch)
+            if point is not None and point.number != current.number and self.dominates(point, current):
+                return {"pruner": "pareto", "trial": point.number, "epoch": epoch,
+                        "margin": self.settings.margin, "dominator": {**point.trained, **point.static},
+                        "pruned": {**current.trained, **current.static}}
+        return None
+
+    def point(self, number: int, attrs: Mapping[str, Any], epoch: int) -> Point | None:
+        """The objective values a trial had after `epoch` epochs, from its user attributes."""
+        per_epoch = epoch_values(attrs, epoch)
+        if per_epoch is None:
+            return None
+        static_names = [n for n in self.objectives if metrics.METRICS.get(n).static]
+        trained_names = [n for n in self.objectives if n not in static_names]
+        if any(n not in attrs for n in static_names) or any(n not in per_epoch for n in trained_names):
+            return None  # a value is missing: nothing safe to compare
+        return Point(number, {n: per_epoch[n] for n in trained_names},
+                     {n: float(attrs[n]) for n in static_names})
+
+    def dominates(self, a: Point, b: Point) -> bool:
+        """`a` is no costlier than `b` and beats it by more than the margin on every trained metric.
+
+        Requiring the margin on *every* trained objective (not just one) is deliberate: a pruned
+        trial is lost for good, so only a clear lead counts, and noise in one metric cannot do it.
+        """
+        cheaper = all(_loss(n, a.static[n]) <= _loss(n, b.static[n]) for n in b.static)
+        better = all(_beats(n, a.trained[n], b.trained[n], self.settings.margin) for n in b.trained)
+        return cheaper and better and bool(b.trained)
+
+
+def _loss(name: str, value: float) -> float:
+    """A metric oriented so that lower is better."""
+    return value if metrics.METRICS.get(name).direction == "minimize" else -value
+
+
+def _beats(name: str, a: float, b: float, margin: float) -> bool:
+    """`a` is better than `b` by more than `margin` (absolute for fractions, else relative)."""
+    gap = margin if metrics.METRICS.get(name).unit == "fraction" else margin * abs(b)
+    return _loss(name, a) < _loss(name, b) - gap
+
+
+# ---- hard constraints ----------------------------------------------------------------------------
+
+
+def apply_constraints(trial: optuna.Trial, limits: Mapping[str, float],
+                      static: Mapping[str, float]) -> list[str]:
+    """Record each limit on the trial; returns the violations (empty when feasible).
+
+    The value stored is the relative excess `value / limit - 1` (<= 0 feasible): dimensionless, so
+    samplers that add violations up (TPE) weigh params and FLOPs alike.
+    """
+    violations = []
+    for name, limit in limits.items():
+        excess = static[name] / limit - 1.0
+        trial.set_constraint(f"max_{name}", excess if math.isfinite(excess) else 1e30)
+        if excess > 0:
+            violations.append(f"{name} {static[name]:.6g} > max_{name} {limit:.6g}")
+    return violations
+
+
+def infeasible_values(objectives: Sequence[str], static: Mapping[str, float],
+                      n_outputs: int) -> list[float]:
+    """Objective values for a candidate that was never trained.
+
+    Static objectives are real. Trained ones are what an untrained model scores: accuracy 0 (the
+    worst), error 1, the cross-entropy of a uniform guess, and no training time. They exist only
+    because Optuna needs values for a COMPLETE trial; the constraint keeps the trial off the front.
+    """
+    placeholder = {"accuracy": 0.0, "error": 1.0, "loss": math.log(max(n_outputs, 2)),
+                   "train_time": 0.0}
+    return [float(static[n]) if n in static else placeholder[n] for n in objectives]

@@ -1,0 +1,230 @@
+"""Pruning decisions on hand-built histories (ask/tell, no training), constraints, and the front."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from automl_nn import pruning
+from automl_nn.config import PrunerConfig, resolve
+from automl_nn.errors import ConfigError
+from automl_nn.study import count_done, front, open_storage, open_study
+from automl_nn.summary import pruning_summary
+
+MO = ["maximize", "minimize"]  # accuracy, params
+
+
+def _record(trial: optuna.Trial, params: float, curve: Sequence[float], epochs: int) -> None:
+    """What TrialRunner stores: static metrics first, then one `epoch{k}` record per epoch."""
+    trial.set_user_attr("params", params)
+    trial.set_user_attr("candidate", {"train": {"epochs": epochs}})
+    for k, acc in enumerate(curve, start=1):
+        trial.set_user_attr(f"epoch{k}", {"epoch": k, "train_loss": 1.0, "val_loss": 1.0 - acc,
+                                          "val_accuracy": acc, "seconds": 0.5})
+    trial.set_user_attr("epochs_trained", len(curve))
+
+
+def _finished(study: optuna.Study, params: float, curve: Sequence[float], *, epochs: int = 4,
+              pruned: bool = False) -> None:
+    trial = study.ask()
+    _record(trial, params, curve, epochs)
+    if pruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, [curve[-1], params])
+
+
+def _decide(study: optuna.Study, params: float, curve: Sequence[float], *, epochs: int = 4,
+            **settings: Any) -> dict[str, Any] | None:
+    """Ask a new trial with this history and let the pareto pruner judge its last epoch."""
+    trial = study.ask()
+    _record(trial, params, curve, epochs)
+    pruner = pruning.ParetoPruner(("accuracy", "params"), PrunerConfig(**settings))
+    return pruner(trial, len(curve), epochs)
+
+
+@pytest.fixture
+def study() -> optuna.Study:
+    """Two finished trials: a small net (100 params) and a big accurate one (1000 params)."""
+    study = optuna.create_study(directions=MO)
+    _finished(study, 100.0, [0.80, 0.85, 0.88, 0.90])
+    _finished(study, 1000.0, [0.90, 0.95, 0.97, 0.98])
+    return study
+
+
+def test_a_trial_dominated_at_equal_fidelity_is_pruned_and_told_why(study: optuna.Study) -> None:
+    # more params than trial 0 and far less accurate after 1 epoch
+    reason = _decide(study, 500.0, [0.50], startup_trials=2)
+    assert reason is not None
+    assert (reason["trial"], reason["epoch"]) == (0, 1)
+    assert reason["dominator"] == {"accuracy": 0.80, "params": 100.0}
+    assert reason["pruned"] == {"accuracy": 0.50, "params": 500.0}
+
+
+def test_the_comparison_uses_the_same_epoch_not_final_values(study: optuna.Study) -> None:
+    # 0.82 after 1 epoch beats trial 0's 0.80 then (though not its final 0.90): equal fidelity keeps it
+    assert _decide(study, 500.0, [0.82], startup_trials=2) is None
+    # after 2 epochs it is still at 0.82 while trial 0 reached 0.85: now it is dominated
+    reason = _decide(study, 500.0, [0.82, 0.82], startup_trials=2)
+    assert reason is not None and (reason["trial"], reason["epoch"]) == (0, 2)
+
+
+@pytest.mark.parametrize(("params", "curve"), [
+    (50.0, [0.10]),    # cheaper than every finished trial: a new point of the front, however weak
+    (500.0, [0.85]),   # costlier than trial 0 but more accurate, cheaper than trial 1
+    (2000.0, [0.95]),  # the most expensive, but the most accurate at epoch 1
+])
+def test_a_trial_not_dominated_goes_on(study: optuna.Study, params: float, curve: list[float]) -> None:
+    assert _decide(study, params, curve, startup_trials=2) is None
+
+
+def test_equal_values_or_a_lead_within_the_margin_do_not_prune(study: optuna.Study) -> None:
+    assert _decide(study, 100.0, [0.80], startup_trials=2) is None  # identical to trial 0
+    assert _decide(study, 100.0, [0.795], startup_trials=2, margin=0.01) is None  # lead 0.005 < 0.01
+    assert _decide(study, 100.0, [0.785], startup_trials=2, margin=0.01) is not None
+    assert _decide(study, 100.0, [0.785], startup_trials=2, margin=0.05) is None
+
+
+def test_warm_up_in_trials_and_in_epochs(study: optuna.Study) -> None:
+    assert _decide(study, 500.0, [0.50], startup_trials=3) is None  # only 2 trials completed
+    assert _decide(study, 500.0, [0.50], startup_trials=2, warmup_epochs=1) is None
+    assert _decide(study, 500.0, [0.50, 0.50], startup_trials=2, warmup_epochs=1) is not None
+
+
+def test_the_last_epoch_is_never_pruned(study: optuna.Study) -> None:
+    # finishing costs nothing more, and its final values are the ones that count
+    assert _decide(study, 500.0, [0.5, 0.5, 0.5, 0.5], startup_trials=2) is None
+
+
+def test_pruned_trials_are_evidence_but_not_startup_trials(study: optuna.Study) -> None:
+    _finished(study, 10.0, [0.95], pruned=True)  # stopped after epoch 1, yet a fact at epoch 1
+    reason = _decide(study, 50.0, [0.60], startup_trials=2)
+    assert reason is not None and reason["trial"] == 2
+    assert _decide(study, 50.0, [0.60], startup_trials=3) is None  # 2 completed, 1 pruned
+
+
+def test_the_decision_comes_from_storage_so_it_holds_across_workers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    worker_a = optuna.create_study(study_name="w", storage=url, directions=MO)
+    _finished(worker_a, 100.0, [0.9, 0.95])
+    worker_b = optuna.load_study(study_name="w", storage=url)
+    reason = _decide(worker_b, 200.0, [0.5], startup_trials=1, epochs=2)
+    assert reason is not None and reason["trial"] == 0
+
+
+def _constrained(trial: optuna.Trial, violation: float) -> None:
+    trial.set_constraint("max_params", violation)
+
+
+def test_pruned_and_infeasible_trials_are_never_on_the_front(tmp_path: Path) -> None:
+    study = open_study(resolve({"study_name": "f", "max_params": 1000}),
+                       open_storage(f"sqlite:///{tmp_path / 'f.db'}"))
+    good = study.ask()
+    _constrained(good, -0.5)
+    _record(good, 500.0, [0.7, 0.8], epochs=2)
+    study.tell(good, [0.8, 500.0])
+    pruned = study.ask()  # would dominate everything at epoch 1, but has no final values
+    _constrained(pruned, -0.9)
+    _record(pruned, 100.0, [0.99], epochs=2)
+    study.tell(pruned, state=TrialState.PRUNED)
+    infeasible = study.ask()  # placeholder values that would dominate, but over max_params
+    _constrained(infeasible, 1.0)
+    infeasible.set_user_attr("epochs_trained", 0)
+    infeasible.set_user_attr("candidate", {"train": {"epochs": 2}})
+    study.tell(infeasible, [1.0, 1.0])
+    assert [t.number for t in front(study)] == [0]
+    assert count_done(study) == 2  # infeasible candidates do not use up --trials
+    assert pruning_summary(study) == {"pruned": 1, "infeasible": 1, "epochs_planned": 6,
+                                      "epochs_trained": 3, "epochs_saved": 3}
+
+
+def test_front_is_empty_when_no_single_objective_trial_is_feasible(tmp_path: Path) -> None:
+    study = open_study(resolve({"study_name": "s", "objectives": ["accuracy"], "max_params": 10}),
+                       open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    trial = study.ask()
+    _constrained(trial, 3.0)
+    study.tell(trial, [0.0])
+    assert front(study) == []
+
+
+def test_single_objective_pruners_see_the_reported_epoch_metric() -> None:
+    config = resolve({"objectives": ["accuracy"], "pruner": {"name": "median", "startup_trials": 2}})
+    study = optuna.create_study(direction="maximize", pruner=pruning.make_pruner(config))
+    hook = pruning.make_epoch_pruning(config)
+    for curve in ([0.8, 0.9], [0.7, 0.85]):
+        trial = study.ask()
+        _record(trial, 100.0, curve, epochs=2)
+        assert all(hook(trial, k, 2) is None for k in (1, 2))
+        study.tell(trial, curve[-1])
+    weak = study.ask()
+    _record(weak, 100.0, [0.3], epochs=2)
+    assert hook(weak, 1, 2) == {"pruner": "median", "epoch": 1, "accuracy": 0.3}
+    assert weak.storage.get_trial(weak._trial_id).intermediate_values == {1: 0.3}
+    strong = study.ask()
+    _record(strong, 100.0, [0.95], epochs=2)
+    assert hook(strong, 1, 2) is None
+
+
+@pytest.mark.parametrize("name", ["median", "percentile", "hyperband", "sha", "patient", "wilcoxon"])
+def test_every_single_objective_pruner_is_built(name: str) -> None:
+    config = resolve({"objectives": ["loss"], "pruner": name})
+    assert isinstance(pruning.make_pruner(config), optuna.pruners.BasePruner)
+    assert isinstance(pruning.make_epoch_pruning(config), pruning.OptunaPruning)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"objectives": ["accuracy", "params"], "pruner": "median"}, "Use --pruner pareto"),
+    ({"objectives": ["accuracy"], "pruner": "pareto"}, "has one objective"),
+    ({"objectives": ["params", "flops"], "pruner": "pareto"}, "known before training"),
+    ({"pruner": {"name": "pareto", "margin": 2}}, "0 <= margin < 1"),
+    ({"pruner": {"name": "pareto", "patience": 2}}, "pruner.patience: unknown key"),
+    ({"constraints": {"max_param": 10}}, "constraints.max_param: unknown key"),
+    ({"max_flops": -1}, "max_flops: must be a positive number"),
+])
+def test_pruner_and_constraint_config_errors(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve(raw)
+
+
+def test_constraints_from_either_form_are_part_of_the_study_identity() -> None:
+    nested = resolve({"constraints": {"max_params": 1e5, "max_memory": 4096}})
+    flat = resolve({"max_params": 100000, "max_memory": "4096"})
+    assert nested.limits() == flat.limits() == {"params": 1e5, "memory": 4096.0}
+    assert nested.identity_hash() == flat.identity_hash()
+    assert nested.identity_hash() != resolve({}).identity_hash()
+    assert "constraints" not in resolve({}).identity()  # older studies keep their hash
+    assert resolve(nested.to_raw()) == nested
+    tuned = resolve({"pruner": {"name": "pareto", "margin": 0.05}})
+    assert resolve(tuned.to_raw()) == tuned
+
+
+def test_a_candidate_over_a_constraint_costs_no_training_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from automl_nn import objectives
+    from automl_nn.data import load
+
+    def no_training(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("an infeasible candidate was trained")
+
+    monkeypatch.setattr(objectives, "fit", no_training)
+    monkeypatch.setattr(objectives, "evaluate", no_training)
+    config = resolve({"objectives": ["accuracy", "params"], "max_params": 10, "seed": 0,
+                      "space": {"family": "linear", "width": 8, "depth": 1, "epochs": 3}})
+    study = optuna.create_study(directions=config.directions())
+    runner = objectives.TrialRunner(config, load("digits"), torch.device("cpu"), objectives.NullReporter())
+    study.optimize(runner, n_trials=2)
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE
+        assert trial.user_attrs["infeasible"] == "params 610 > max_params 10"  # 64*8+8 + 8*10+10
+        assert trial.user_attrs["epochs_trained"] == 0
+        assert trial.constraints["max_params"] > 0
+        assert trial.values[1] == trial.user_attrs["params"]  # real static costs for the sampler
+        assert "accuracy" not in trial.user_attrs  # nothing trained, nothing claimed
+    assert front(study) == [] and count_done(study) == 0
+
