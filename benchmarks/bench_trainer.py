@@ -1,0 +1,121 @@
+"""Trainer throughput: automl-nn's `fit` against the reference loop most users start from.
+
+The reference is pytorch/examples' MNIST loop: torchvision's MNIST dataset with per-sample
+PIL -> ToTensor -> Normalize transforms, a shuffling DataLoader, and the same model, optimizer,
+batch size and number of samples. Both run in this process, side by side, alternating, and the
+script prints medians over repeats and the ratio.
+
+    .venv/bin/python benchmarks/bench_trainer.py --data-dir /path/with/mnist/raw --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from automl_nn import data
+from automl_nn.spec import TrainSpec
+from automl_nn.train import fit
+
+
+class ExamplesNet(nn.Module):
+    """pytorch/examples' MNIST CNN (1.2M parameters), returning logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        x = torch.flatten(self.dropout1(x), 1)
+        return self.fc2(self.dropout2(F.relu(self.fc1(x))))
+
+
+def mlp() -> nn.Module:
+    """A 784-256-128-10 MLP."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                         nn.Linear(128, 10))
+
+
+MODELS: dict[str, Callable[[], nn.Module]] = {"mlp": mlp, "cnn": ExamplesNet}
+
+
+def reference_loop(model: nn.Module, root: str, samples: int, batch_size: int) -> float:
+    """Samples/s of the pytorch/examples loop over the first `samples` training images."""
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    dataset = torch.utils.data.Subset(datasets.MNIST(root, train=True, download=False,
+                                                     transform=transform), range(samples))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    start = time.perf_counter()
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+    return samples / (time.perf_counter() - start)
+
+
+def our_loop(model: nn.Module, bundle: data.DataBundle, samples: int, batch_size: int) -> float:
+    """Samples/s of automl-nn's fit over the same number of training samples (one epoch)."""
+    small = dataclasses.replace(bundle, x_train=bundle.x_train[:samples], y_train=bundle.y_train[:samples],
+                                x_val=bundle.x_val[:1], y_val=bundle.y_val[:1])
+    spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=batch_size, epochs=1)
+    history = fit(model, small, spec)
+    return samples / (history.epochs[0].seconds)
+
+
+def mnist_root(data_dir: str | None) -> str:
+    """The directory torchvision reads MNIST from (data.load arranges it there)."""
+    bundle_dir = data.dataset_root("mnist", data_dir) if hasattr(data, "dataset_root") else data_dir
+    return str(bundle_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--mlp-samples", type=int, default=12800)
+    parser.add_argument("--cnn-samples", type=int, default=1920)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    bundle = data.load("mnist", args.data_dir)
+    root = mnist_root(args.data_dir)
+    results = {}
+    for name, samples in (("mlp", args.mlp_samples), ("cnn", args.cnn_samples)):
+        ours, ref = [], []
+        for _ in range(args.repeats):  # alternate so both see the same machine load
+            torch.manual_seed(0)
+            ours.append(our_loop(MODELS[name](), bundle, samples, args.batch_size))
+            torch.manual_seed(0)
+            ref.append(reference_loop(MODELS[name](), root, samples, args.batch_size))
+        results[name] = {"ours_samples_per_s": statistics.median(ours),
+                         "reference_samples_per_s": statistics.median(ref),
+                         "ratio": statistics.median(o / r for o, r in zip(ours, ref, strict=True)),
+                         "samples": samples, "repeats": args.repeats}
+    print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": args.threads,
+                      "torch": torch.__version__, "batch_size": args.batch_size, "results": results},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()
