@@ -206,3 +206,12 @@ def test_help_and_datasets_are_fast_paths(cli: CliRunner) -> None:
     assert code == 0 and "search" in output
     code, output = run(cli, "datasets")
     assert code == 0 and "digits" in output
+
+
+def test_check_prints_the_resolved_space_with_its_conditions(cli: CliRunner) -> None:
+    study_file = Path(__file__).parent.parent / "studies" / "seed003-tricks.yaml"
+    code, output = run(cli, "check", str(study_file))
+    assert code == 0, output
+    for fragment in ("layer{i}.width", "when width_mode is per_layer", "when optimizer has momentum",
+                     "when dropout > 0", "when schedule decays by gamma", "normalize", "bool"):
+        assert fragment in output, fragment

@@ -156,7 +156,7 @@ def test_weight_penalty_sums_weights_not_biases() -> None:
         model[0].bias.fill_(10.0)
     penalty = weight_penalty(model, l1=0.5, l2=0.25)
     assert penalty is not None
-    assert float(penalty()) == pytest.approx(0.5 * 6 + 0.25 * 14)
+    assert float(penalty().detach()) == pytest.approx(0.5 * 6 + 0.25 * 14)
     assert weight_penalty(model, 0.0, 0.0) is None
 
 
