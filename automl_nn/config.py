@@ -7,6 +7,7 @@ their key path (`space.width.low`), before anything touches storage.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -19,6 +20,7 @@ import yaml
 
 from automl_nn import blocks, data, losses, metrics, optim
 from automl_nn.errors import ConfigError, suggest
+from automl_nn.registry import Registry
 
 Value = bool | int | float | str
 
@@ -87,39 +89,121 @@ class Rule:
     minimum: float | None = None
     exclusive_minimum: bool = False
     maximum: float | None = None
+    exclusive_maximum: bool = False
     applies: Callable[[Mapping[str, Any]], bool] | None = None
     condition: str = ""
     help: str = ""
+
+
+def _where(registry: Registry[Any], flag: str) -> str:
+    """The names in `registry` whose entry has `flag` set, for "applies when" texts."""
+    return ", ".join(name for name, entry in registry.items() if getattr(entry, flag))
 
 
 def _conv_family(values: Mapping[str, Any]) -> bool:
     return bool(blocks.FAMILIES.get(str(values["family"])).convolutional)
 
 
+def _conv_dropout(values: Mapping[str, Any]) -> bool:
+    return _conv_family(values) and float(values["dropout"]) > 0
+
+
 def _has_momentum(values: Mapping[str, Any]) -> bool:
     return bool(optim.OPTIMIZERS.get(str(values["optimizer"])).has_momentum)
 
 
-# The search-space vocabulary, in sampling order. A rule's `applies` sees the values sampled before it.
+def _has_nesterov(values: Mapping[str, Any]) -> bool:
+    return bool(optim.OPTIMIZERS.get(str(values["optimizer"])).has_nesterov)
+
+
+def _smoothing_loss(values: Mapping[str, Any]) -> bool:
+    return bool(losses.LOSSES.get(str(values["loss"])).smoothing)
+
+
+def _init_uses_std(values: Mapping[str, Any]) -> bool:
+    return bool(blocks.INITIALIZERS.get(str(values["init"])).uses_std)
+
+
+def _schedule_uses_gamma(values: Mapping[str, Any]) -> bool:
+    return bool(optim.SCHEDULES.get(str(values["schedule"])).uses_gamma)
+
+
+def _schedule_uses_step(values: Mapping[str, Any]) -> bool:
+    return bool(optim.SCHEDULES.get(str(values["schedule"])).uses_step)
+
+
+WIDTH_MODES = ("uniform", "per_layer")
+_CONV = f"family is convolutional ({_where(blocks.FAMILIES, 'convolutional')})"
+_LOG = {"log": True}
+
+# The search-space vocabulary, in sampling order. A rule's `applies` sees the values sampled before
+# it; `condition` says the same in words for `automl-nn check`. space.py expands `width` into
+# `layer{i}.width` (i = 1..depth) when width_mode is per_layer.
 RULES: dict[str, Rule] = {
+    # ---- architecture
     "family": Rule(str, ["linear", "conv2d", "conv2d_linear"], blocks.FAMILIES.names,
                    help="layer family"),
-    "depth": Rule(int, {"low": 1, "high": 3}, minimum=1, help="number of hidden layers"),
-    "width": Rule(int, {"low": 8, "high": 128, "log": True}, minimum=1,
-                  help="units (linear) or channels (conv) per hidden layer"),
-    "kernel_size": Rule(int, 3, minimum=1, applies=_conv_family, condition="family is convolutional",
-                        help="convolution kernel size"),
+    "depth": Rule(int, {"low": 1, "high": 3}, minimum=1,
+                  help="number of hidden layers (residual blocks for resnet)"),
+    "width_mode": Rule(str, "uniform", lambda: list(WIDTH_MODES),
+                       help="uniform: one width for all layers; per_layer: a layer{i}.width each"),
+    "width": Rule(int, {"low": 8, "high": 128, **_LOG}, minimum=1,
+                  help="units (linear) or channels (conv, resnet) per hidden layer"),
+    "kernel_size": Rule(int, 3, minimum=1, applies=_conv_family, condition=_CONV,
+                        help="convolution kernel size (\"same\" padding)"),
+    "stride": Rule(int, 1, minimum=1, applies=_conv_family, condition=_CONV,
+                   help="convolution stride of each conv layer or block"),
+    "pool": Rule(str, "none", lambda: list(blocks.POOLS), applies=_conv_family, condition=_CONV,
+                 help="2-wide pooling after each conv layer or block: none, max, avg"),
     "activation": Rule(str, ["relu", "selu", "tanh", "sigmoid", "none"], blocks.ACTIVATIONS.names,
-                       help="activation after each hidden layer"),
+                       help="activation after each hidden layer (inside each block for resnet)"),
+    "batch_norm": Rule(bool, False, help="batch norm after each hidden layer, before its activation"),
+    "dropout": Rule(float, 0.0, minimum=0.0, maximum=1.0, exclusive_maximum=True,
+                    help="dropout rate (0 = none)"),
+    "dropout_at": Rule(str, "dense", lambda: list(blocks.DROPOUT_PLACES), applies=_conv_dropout,
+                       condition=f"dropout > 0 and {_CONV}",
+                       help="dropout after dense layers, conv layers, or both (linear: dense)"),
+    # ---- loss and regularizers
     "loss": Rule(str, "cross_entropy", losses.LOSSES.names, help="training loss"),
+    "label_smoothing": Rule(float, 0.0, minimum=0.0, maximum=1.0, exclusive_maximum=True,
+                            applies=_smoothing_loss,
+                            condition=f"loss takes label smoothing ({_where(losses.LOSSES, 'smoothing')})",
+                            help="label smoothing of class targets"),
+    "l1": Rule(float, 0.0, minimum=0.0, help="L1 penalty strength: l1 * sum|w| added to the loss"),
+    "l2": Rule(float, 0.0, minimum=0.0, help="L2 penalty strength: l2 * sum w^2 added to the loss"),
+    "weight_decay": Rule(float, 0.0, minimum=0.0,
+                         help="L2 as optimizer weight decay (decoupled for adamw)"),
+    "init": Rule(str, "default", blocks.INITIALIZERS.names, help="weight initializer"),
+    "init_std": Rule(float, 0.01, minimum=0.0, exclusive_minimum=True, applies=_init_uses_std,
+                     condition=f"init uses a std ({_where(blocks.INITIALIZERS, 'uses_std')})",
+                     help="standard deviation of the normal initializer"),
+    # ---- optimization
     "optimizer": Rule(str, ["adam", "sgd"], optim.OPTIMIZERS.names, help="optimizer"),
     "momentum": Rule(float, 0.9, minimum=0.0, maximum=1.0, applies=_has_momentum,
-                     condition="optimizer has momentum", help="momentum"),
-    "lr": Rule(float, {"low": 1e-4, "high": 1e-1, "log": True}, minimum=0.0, exclusive_minimum=True,
-               help="learning rate"),
+                     condition=f"optimizer has momentum ({_where(optim.OPTIMIZERS, 'has_momentum')})",
+                     help="momentum"),
+    "nesterov": Rule(bool, False, applies=_has_nesterov,
+                     condition=f"optimizer has nesterov ({_where(optim.OPTIMIZERS, 'has_nesterov')})",
+                     help="Nesterov momentum (needs momentum > 0)"),
+    "lr": Rule(float, {"low": 1e-4, "high": 1e-1, **_LOG}, minimum=0.0, exclusive_minimum=True,
+               help="learning rate (peak rate for onecycle)"),
+    "schedule": Rule(str, "none", optim.SCHEDULES.names,
+                     help="learning-rate schedule: per epoch (onecycle: per step)"),
+    "lr_gamma": Rule(float, 0.8, minimum=0.0, exclusive_minimum=True, maximum=1.0,
+                     applies=_schedule_uses_gamma,
+                     condition=f"schedule decays by gamma ({_where(optim.SCHEDULES, 'uses_gamma')})",
+                     help="learning-rate factor per decay (0.8: seed 003's ~20% per epoch)"),
+    "lr_step": Rule(int, 2, minimum=1, applies=_schedule_uses_step,
+                    condition=f"schedule decays in steps ({_where(optim.SCHEDULES, 'uses_step')})",
+                    help="epochs between decays"),
+    "normalize": Rule(bool, True, help="standardize inputs with training-split statistics"),
     "batch_size": Rule(int, [32, 64, 128], minimum=1, help="training batch size"),
     "epochs": Rule(int, 5, minimum=1, help="training epochs per trial"),
 }
+# The first vocabulary: always part of a study's identity. Parameters added later join it only when
+# set away from their default, so that studies created before they existed still resume.
+FIRST_VOCABULARY = ("family", "depth", "width", "kernel_size", "activation", "loss", "optimizer",
+                    "momentum", "lr", "batch_size", "epochs")
 
 SAMPLERS = ("tpe", "nsga2", "random", "qmc", "grid", "gp")
 # Optuna's pruners (single objective) and our own multi-objective one (see pruning.py).
@@ -164,6 +248,12 @@ class SpaceConfig:
     def to_raw(self) -> dict[str, Any]:
         return {name: param.to_raw() for name, param in self.params}
 
+    def identity_raw(self) -> dict[str, Any]:
+        """`to_raw` without later parameters left at their default (see FIRST_VOCABULARY)."""
+        defaults = default_space().to_raw()
+        return {name: raw for name, raw in self.to_raw().items()
+                if name in FIRST_VOCABULARY or raw != defaults[name]}
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -191,7 +281,7 @@ class StudyConfig:
         Constraints appear only when set, so studies made before they existed keep their hash.
         """
         identity: dict[str, Any] = {"dataset": self.dataset, "objectives": list(self.objectives),
-                                    "space": self.space.to_raw()}
+                                    "space": self.space.identity_raw()}
         if self.constraints:
             identity["constraints"] = dict(self.constraints)
         return identity
@@ -450,6 +540,12 @@ def parse_space(raw: Mapping[str, Any]) -> SpaceConfig:
     return SpaceConfig(tuple(params))
 
 
+@functools.cache
+def default_space() -> SpaceConfig:
+    """The space of an empty `space:` mapping: every parameter at its default."""
+    return parse_space({})
+
+
 def parse_param(name: str, value: Any, rule: Rule) -> Param:
     """Fixed (scalar), Choice (list) or Range (mapping), checked against `rule`."""
     where = f"space.{name}"
@@ -480,6 +576,8 @@ def _scalar(value: Any, rule: Rule, where: str) -> Value:
                                   f"Valid names: {', '.join(valid)}.")
         return name
     if rule.kind is bool:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"  # from a CLI flag
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, but got {value!r}.")
         return value
@@ -496,8 +594,11 @@ def _check_bounds(number: float, rule: Rule, where: str) -> None:
         if too_low:
             sign = ">" if rule.exclusive_minimum else ">="
             raise ConfigError(f"{where}: must be {sign} {rule.minimum:g}, but got {number:g}.")
-    if rule.maximum is not None and number > rule.maximum:
-        raise ConfigError(f"{where}: must be <= {rule.maximum:g}, but got {number:g}.")
+    if rule.maximum is not None:
+        too_high = number >= rule.maximum if rule.exclusive_maximum else number > rule.maximum
+        if too_high:
+            sign = "<" if rule.exclusive_maximum else "<="
+            raise ConfigError(f"{where}: must be {sign} {rule.maximum:g}, but got {number:g}.")
 
 
 def _flag_range(text: str, where: str) -> dict[str, Any]:
@@ -570,7 +671,17 @@ def check_against_data(config: StudyConfig, bundle: data.DataBundle) -> None:
         reasons = "; ".join(f"{name} {why}" for name, why in excluded.items())
         raise ConfigError(f"space.family: no requested family applies to {bundle.name} "
                           f"({reasons}). Add a family that fits, such as linear.")
+    _check_losses(config, bundle)
     for metric in config.objectives:
         if metric in ("accuracy", "error") and bundle.task != "classification":
             raise ConfigError(f"objectives: {metric} needs a classification task, but "
                               f"{bundle.name} is a {bundle.task} task. Use mse, mae or r2.")
+
+
+def _check_losses(config: StudyConfig, bundle: data.DataBundle) -> None:
+    for name in (str(v) for v in _values(config.space["loss"])):
+        tasks = losses.LOSSES.get(name).tasks
+        if bundle.task not in tasks:
+            fits = [n for n, loss in losses.LOSSES.items() if bundle.task in loss.tasks]
+            raise ConfigError(f"space.loss: {name} needs a {' or '.join(tasks)} task, but "
+                              f"{bundle.name} is a {bundle.task} task. Use one of {', '.join(fits)}.")

@@ -29,7 +29,7 @@ from automl_nn.errors import StorageError, UsageError
 from automl_nn.model import build
 from automl_nn.objectives import static_signature, trained_metrics
 from automl_nn.spec import ArchSpec, Candidate, TrainSpec
-from automl_nn.train import EpochResult, evaluate, fit, seed_everything
+from automl_nn.train import EpochResult, evaluate, fit, prepared, seed_everything
 
 DATA_ATTR = "data"  # study user attribute written by the search: DataBundle.describe()
 
@@ -150,8 +150,8 @@ def export_trial(
 ) -> Exported:
     """Write model.py, weights.pt, arch.json and meta.json (and model.onnx) for trial `number`."""
     trial = _complete_trial(study, number)
-    data = _study_data(study)
     candidate = Candidate.from_dict(trial.user_attrs["candidate"])
+    data = _study_data(study, candidate)
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / "weights.pt"
     if retrain:
@@ -190,12 +190,17 @@ def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:
     return trial
 
 
-def _study_data(study: optuna.Study) -> dict[str, Any]:
+def _study_data(study: optuna.Study, candidate: Candidate) -> dict[str, Any]:
+    """The study's data description, with the statistics this candidate's inputs were scaled by."""
     data = study.user_attrs.get(DATA_ATTR)
     if data is None:
         raise StorageError(f'study "{study.study_name}" does not record its data description '
                            "(it predates export support); run one more trial to record it.")
-    return dict(data)
+    data = dict(data)
+    if not candidate.train.normalize:  # trained on raw values: preprocess only converts to float
+        data["mean"] = [0.0] * len(data["mean"])
+        data["std"] = [1.0] * len(data["std"])
+    return data
 
 
 def _write_checked(out: Path, source: str, model: nn.Module, data: dict[str, Any]) -> None:
@@ -283,7 +288,7 @@ def train_candidate(
     model.to(device)
     history = fit(model, bundle, candidate.train, on_epoch=on_epoch)
     values.update(trained_metrics(history))
-    test = evaluate(model, bundle, bundle.x_test, bundle.y_test)
+    test = evaluate(model, prepared(bundle, candidate.train), bundle.x_test, bundle.y_test)
     return Trained(model, values, test.accuracy)
 
 

@@ -26,7 +26,7 @@ from automl_nn.data import DataBundle
 from automl_nn.errors import NonFiniteError, TrialFailure, UsageError
 from automl_nn.model import applicable_families, build
 from automl_nn.spec import Candidate
-from automl_nn.train import EpochResult, History, evaluate, fit, seed_everything
+from automl_nn.train import EpochResult, History, evaluate, fit, prepared, seed_everything
 from automl_nn.weights import save_weights
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,9 @@ class TrialRunner:
         history = fit(model, self.bundle, candidate.train,
                       on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs))
         values.update(trained_metrics(history))
-        test = evaluate(model, self.bundle, self.bundle.x_test, self.bundle.y_test)
+        # the test split is seen as training saw its inputs (normalized or not)
+        test = evaluate(model, prepared(self.bundle, candidate.train), self.bundle.x_test,
+                        self.bundle.y_test)
         _store(trial, values)
         trial.set_user_attr("test_accuracy", test.accuracy)
         objective = objective_values(self.config.objectives, values)

@@ -2,7 +2,8 @@
 
 Parameter names are stable (`family`, `width`, `lr`, ...) so studies stay comparable across
 versions; a parameter that does not apply (kernel_size for a linear net, momentum for Adam) is not
-sampled at all.
+sampled at all. Per-layer names (`layer1.width`, `layer2.width`, ...; 1 is the first hidden layer)
+are built here and nowhere else: `layer_name` and `trial_names`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,24 @@ def sample(
             continue
         if name == "family":
             param = restrict_families(param, excluded_families or {})
-        values[name] = _suggest(trial, name, param)
+        for trial_name in trial_names(name, values):
+            values[trial_name] = _suggest(trial, trial_name, param)
     return to_candidate(values, seed)
+
+
+def layer_name(index: int | str, name: str) -> str:
+    """The trial parameter of hidden layer `index` (1-based): `layer2.width`."""
+    return f"layer{index}.{name}"
+
+
+def trial_names(name: str, values: Mapping[str, Any]) -> list[str]:
+    """The trial parameters a vocabulary parameter is sampled as, given the values before it.
+
+    `width` in per_layer mode becomes one `layer{i}.width` per hidden layer; the rest keep their name.
+    """
+    if name == "width" and values.get("width_mode") == "per_layer":
+        return [layer_name(i, name) for i in range(1, int(values["depth"]) + 1)]
+    return [name]
 
 
 def restrict_families(param: Param, excluded: Mapping[str, str]) -> Param:
@@ -63,14 +80,28 @@ def to_candidate(values: Mapping[str, Any], seed: int = 0) -> Candidate:
 
     depth = int(get("depth"))
     arch = ArchSpec(
-        family=str(get("family")), depth=depth, widths=(int(get("width")),) * depth,
+        family=str(get("family")), depth=depth, widths=_widths(values, depth),
         activation=str(get("activation")), kernel_size=int(get("kernel_size")),
+        stride=int(get("stride")), pool=str(get("pool")), batch_norm=bool(get("batch_norm")),
+        dropout=float(get("dropout")), dropout_at=str(get("dropout_at")),
     )
     train = TrainSpec(
         optimizer=str(get("optimizer")), lr=float(get("lr")), batch_size=int(get("batch_size")),
         epochs=int(get("epochs")), loss=str(get("loss")), momentum=float(get("momentum")), seed=seed,
+        nesterov=bool(get("nesterov")), weight_decay=float(get("weight_decay")),
+        l1=float(get("l1")), l2=float(get("l2")), label_smoothing=float(get("label_smoothing")),
+        init=str(get("init")), init_std=float(get("init_std")), schedule=str(get("schedule")),
+        lr_gamma=float(get("lr_gamma")), lr_step=int(get("lr_step")),
+        normalize=bool(get("normalize")),
     )
     return Candidate(arch, train)
+
+
+def _widths(values: Mapping[str, Any], depth: int) -> tuple[int, ...]:
+    names = trial_names("width", values)
+    if names == ["width"]:
+        return (int(values.get("width", _default("width"))),) * depth
+    return tuple(int(values[name]) for name in names)
 
 
 def _default(name: str) -> Any:
@@ -83,23 +114,57 @@ def _default(name: str) -> Any:
 
 
 def grid(space: SpaceConfig) -> dict[str, list[Any]]:
-    """Every searched parameter's values, for optuna's GridSampler."""
+    """Every searched parameter's values, for optuna's GridSampler (per-layer widths included)."""
     out: dict[str, list[Any]] = {}
     for name, param in space.items():
-        if isinstance(param, Choice):
-            out[name] = list(param.options)
-        elif isinstance(param, Range):
-            step = param.step or 1.0
-            points = np.arange(param.low, param.high + step / 2, step)
-            out[name] = [int(p) for p in points] if param.integer else [float(p) for p in points]
+        values = _grid_values(param)
+        if not values:
+            continue
+        if name == "width" and "per_layer" in _options(space["width_mode"]):
+            for i in range(1, _max_depth(space) + 1):
+                out[layer_name(i, "width")] = values
+        out[name] = values
     return out
 
 
+def _grid_values(param: Param) -> list[Any]:
+    if isinstance(param, Choice):
+        return list(param.options)
+    if isinstance(param, Range):
+        step = param.step or 1.0
+        points = np.arange(param.low, param.high + step / 2, step)
+        return [int(p) for p in points] if param.integer else [float(p) for p in points]
+    return []
+
+
+def _options(param: Param) -> list[Any]:
+    return list(param.options) if isinstance(param, Choice) else [param.to_raw()]
+
+
+def _span(param: Param) -> list[Any]:
+    return [param.low, param.high] if isinstance(param, Range) else _options(param)
+
+
 def describe(space: SpaceConfig) -> list[dict[str, str]]:
-    """One row per parameter: name, type, what is searched, when it applies, what it means."""
+    """One row per parameter: name, type, what is searched, when it applies, what it means.
+
+    In per_layer width mode, `width` is shown as the `layer{i}.width` parameters it is sampled as.
+    """
     rows = []
     for name, param in space.items():
         rule = RULES[name]
-        rows.append({"name": name, "type": rule.kind.__name__, "values": param.describe(),
-                     "applies": rule.condition or "always", "help": rule.help})
+        row = {"name": name, "type": rule.kind.__name__, "values": param.describe(),
+               "applies": f"when {rule.condition}" if rule.condition else "always", "help": rule.help}
+        if name == "width" and "per_layer" in _options(space["width_mode"]):
+            rows.append({**row, "name": layer_name("{i}", "width"),
+                         "applies": f"when width_mode is per_layer, for i = 1..depth "
+                                    f"(up to {_max_depth(space)})"})
+            if "uniform" not in _options(space["width_mode"]):
+                continue
+            row["applies"] = "when width_mode is uniform"
+        rows.append(row)
     return rows
+
+
+def _max_depth(space: SpaceConfig) -> int:
+    return max(int(d) for d in _span(space["depth"]))

@@ -29,13 +29,22 @@ def _from_dict(cls: type[S], data: dict[str, Any], where: str) -> S:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """The network: family, depth and widths, activation and the family's own knobs."""
+    """The network: family, depth and widths, activation and the family's own knobs.
+
+    For resnet, `depth` counts residual blocks and `widths` are their channels. Fields added after
+    the first release carry defaults that reproduce the networks built before them.
+    """
 
     family: str
     depth: int
     widths: tuple[int, ...]
     activation: str
     kernel_size: int = 3
+    stride: int = 1
+    pool: str = "none"  # "none", "max" or "avg": 2-wide pooling after each conv layer or block
+    batch_norm: bool = False
+    dropout: float = 0.0
+    dropout_at: str = "dense"  # "dense", "conv" or "both" (seed 003's three placements)
 
     def __post_init__(self) -> None:
         if len(self.widths) != self.depth:
@@ -56,7 +65,12 @@ class ArchSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """How the network is trained: optimizer, learning rate, batch size, epochs, loss, seed."""
+    """How the network is trained: optimizer, learning rate, batch size, epochs, loss, seed.
+
+    Regularizers (l1, l2, weight_decay, label_smoothing), the weight initializer, the learning-rate
+    schedule and input normalization default to "off", which is how every network trained before
+    they existed.
+    """
 
     optimizer: str
     lr: float
@@ -65,6 +79,17 @@ class TrainSpec:
     loss: str = "cross_entropy"
     momentum: float = 0.9
     seed: int = 0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    label_smoothing: float = 0.0
+    init: str = "default"
+    init_std: float = 0.01
+    schedule: str = "none"
+    lr_gamma: float = 0.8  # seed 003 decays the learning rate by about 20% per epoch
+    lr_step: int = 2
+    normalize: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,16 +11,18 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
+from automl_nn.blocks import init_weights
 from automl_nn.data import DataBundle
 from automl_nn.errors import NonFiniteError
-from automl_nn.losses import LOSSES
-from automl_nn.optim import make_optimizer
+from automl_nn.losses import LOSSES, LossFn, make_loss
+from automl_nn.optim import SCHEDULES, make_optimizer, make_schedule
 from automl_nn.spec import TrainSpec
 
 EVAL_BATCH = 2048  # large: evaluation holds no graph
@@ -77,21 +79,24 @@ def fit(
 ) -> History:
     """Train `model` on `bundle` (already on the model's device) as `spec` says.
 
-    `on_epoch` runs after each epoch's validation, e.g. to report progress or prune. A NaN or
-    infinite training loss raises NonFiniteError.
+    Applies the spec's weight initializer first. `on_epoch` runs after each epoch's validation,
+    e.g. to report progress or prune. A NaN or infinite training loss raises NonFiniteError.
     """
-    loss_fn = LOSSES.get(spec.loss)
-    optimizer = make_optimizer(model.parameters(), spec)
+    bundle = prepared(bundle, spec)
+    init_weights(model, spec.init, spec.init_std)
+    loop = _make_loop(model, bundle, spec)
     generator = torch.Generator().manual_seed(spec.seed)
     history = History()
     start = time.perf_counter()
     for epoch in range(1, spec.epochs + 1):
         epoch_start = time.perf_counter()
-        train_loss = _train_epoch(model, bundle, spec.batch_size, loss_fn, optimizer, generator)
+        train_loss = _train_epoch(model, bundle, spec.batch_size, loop, generator)
         if not math.isfinite(train_loss):
             raise NonFiniteError(f"training loss became {train_loss} in epoch {epoch} "
                                  f"(lr={spec.lr:g}, optimizer={spec.optimizer})")
-        val = evaluate(model, bundle, bundle.x_val, bundle.y_val, loss_fn)
+        if loop.epoch_schedule is not None:
+            loop.epoch_schedule.step()
+        val = evaluate(model, bundle, bundle.x_val, bundle.y_val, loop.loss_fn)
         result = EpochResult(epoch, train_loss, val.loss, val.accuracy,
                              time.perf_counter() - epoch_start)
         history.epochs.append(result)
@@ -101,24 +106,88 @@ def fit(
     return history
 
 
+def prepared(bundle: DataBundle, spec: TrainSpec) -> DataBundle:
+    """The bundle as `spec` trains on it: without input normalization when `spec.normalize` is off.
+
+    Evaluate a model trained by `fit` on this bundle, so that it sees inputs as it was trained.
+    """
+    if spec.normalize:
+        return bundle
+    # Neutral statistics keep DataBundle.normalize a plain float conversion (seed 003's "off").
+    return replace(bundle, mean=torch.zeros_like(bundle.mean), std=torch.ones_like(bundle.std))
+
+
+@dataclass
+class _Loop:
+    """What every optimization step needs, built once per fit."""
+
+    loss_fn: LossFn
+    optimizer: torch.optim.Optimizer
+    penalty: Callable[[], torch.Tensor] | None
+    step_schedule: LRScheduler | None  # stepped after every batch (onecycle)
+    epoch_schedule: LRScheduler | None  # stepped after every epoch (step, exponential, cosine)
+
+
+def _make_loop(model: nn.Module, bundle: DataBundle, spec: TrainSpec) -> _Loop:
+    optimizer = make_optimizer(model.parameters(), spec)
+    schedule = make_schedule(optimizer, spec, len(_batch_starts(bundle.n_train, spec.batch_size)))
+    per_step = SCHEDULES.get(spec.schedule).per_step
+    return _Loop(
+        loss_fn=make_loss(spec.loss, spec.label_smoothing), optimizer=optimizer,
+        penalty=weight_penalty(model, spec.l1, spec.l2),
+        step_schedule=schedule if per_step else None,
+        epoch_schedule=None if per_step else schedule,
+    )
+
+
+def weight_penalty(model: nn.Module, l1: float, l2: float) -> Callable[[], torch.Tensor] | None:
+    """l1 * sum|w| + l2 * sum w^2 over the weight matrices and kernels (not biases or norm scales).
+
+    None when both strengths are zero. The penalty stays a device tensor: no host sync per step.
+    """
+    if not (l1 or l2):
+        return None
+    weights = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+
+    def penalty() -> torch.Tensor:
+        total = torch.zeros((), device=weights[0].device)
+        for w in weights:
+            if l1:
+                total = total + l1 * w.abs().sum()
+            if l2:
+                total = total + l2 * w.pow(2).sum()
+        return total
+
+    return penalty if weights else None
+
+
+def _batch_starts(n: int, batch_size: int) -> list[int]:
+    # A last batch of one sample is dropped: batch norm cannot train on it, and it carries no signal
+    # worth the step.
+    return [b for b in range(0, n, batch_size) if min(batch_size, n - b) > 1 or n == 1]
+
+
 def _train_epoch(
-    model: nn.Module, bundle: DataBundle, batch_size: int,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    optimizer: torch.optim.Optimizer, generator: torch.Generator,
+    model: nn.Module, bundle: DataBundle, batch_size: int, loop: _Loop, generator: torch.Generator,
 ) -> float:
     model.train()
     x, y = bundle.x_train, bundle.y_train
     n = x.shape[0]
     order = torch.randperm(n, generator=generator).to(x.device)
     total = torch.zeros((), device=x.device)
-    for begin in range(0, n, batch_size):
+    seen = 0
+    for begin in _batch_starts(n, batch_size):
         idx = order[begin:begin + batch_size]
-        loss = loss_fn(model(bundle.normalize(x[idx])), y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
+        loss = loop.loss_fn(model(bundle.normalize(x[idx])), y[idx])
+        objective = loss if loop.penalty is None else loss + loop.penalty()
+        loop.optimizer.zero_grad(set_to_none=True)
+        objective.backward()  # type: ignore[no-untyped-call]
+        loop.optimizer.step()
+        if loop.step_schedule is not None:
+            loop.step_schedule.step()
         total += loss.detach() * idx.numel()
-    return float(total.item()) / n
+        seen += idx.numel()
+    return float(total.item()) / max(seen, 1)
 
 
 def evaluate(

@@ -244,3 +244,12 @@ def test_single_objective_pruner_gets_every_epoch_reported(cli: CliRunner, tmp_p
                                          for k in range(1, reached + 1)}
     code, _ = run(cli, "search", "--objective", "accuracy,params", "--pruner", "median")
     assert code == 2
+
+
+def test_check_prints_the_resolved_space_with_its_conditions(cli: CliRunner) -> None:
+    study_file = Path(__file__).parent.parent / "studies" / "seed003-tricks.yaml"
+    code, output = run(cli, "check", str(study_file))
+    assert code == 0, output
+    for fragment in ("layer{i}.width", "when width_mode is per_layer", "when optimizer has momentum",
+                     "when dropout > 0", "when schedule decays by gamma", "normalize", "bool"):
+        assert fragment in output, fragment

@@ -1,8 +1,10 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from automl_nn.config import Choice, Fixed, Range, load_file, resolve
+from automl_nn.config import Choice, Fixed, Range, check_against_data, load_file, resolve
+from automl_nn.data import load
 from automl_nn.errors import ConfigError
 
 
@@ -59,6 +61,16 @@ def test_overrides_beat_the_file() -> None:
     ({"sampler": "tpee"}, 'Did you mean "tpe"'),
     ({"sampler": "grid", "space": {"lr": {"low": 0.01, "high": 0.1}}}, "grid sampler needs"),
     ({"space": {"batch_size": "many"}}, "space.batch_size: expected an integer"),
+    ({"space": {"dropout": 1.0}}, "space.dropout: must be < 1, but got 1"),
+    ({"space": {"label_smoothing": -0.1}}, "space.label_smoothing: must be >= 0"),
+    ({"space": {"pool": "mean"}}, 'space.pool: unknown name "mean"'),
+    ({"space": {"width_mode": "per-layer"}}, 'Did you mean "per_layer"'),
+    ({"space": {"init": "kaiming"}}, 'unknown name "kaiming"'),
+    ({"space": {"schedule": "cosin"}}, 'Did you mean "cosine"'),
+    ({"space": {"optimizer": ["adamw", "adagrad"]}}, 'space.optimizer[1]: unknown name "adagrad"'),
+    ({"space": {"normalize": "yes"}}, "space.normalize: expected true or false"),
+    ({"space": {"lr_gamma": 1.5}}, "space.lr_gamma: must be <= 1"),
+    ({"space": {"activation": "swish"}}, 'unknown name "swish"'),
 ])
 def test_bad_config_names_the_key_path(raw: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -84,6 +96,35 @@ def test_identity_hash_ignores_run_knobs_but_not_space() -> None:
     assert base.identity_hash() == resolve({"trials": 30, "seed": 4}).identity_hash()
     assert base.identity_hash() != resolve({"space": {"epochs": 9}}).identity_hash()
     assert base.identity_hash() != resolve({"objectives": ["accuracy"]}).identity_hash()
+
+
+def test_later_parameters_at_their_default_keep_old_study_identities() -> None:
+    identity = resolve({}).identity()["space"]
+    assert "dropout" not in identity and "schedule" not in identity
+    assert set(identity) == {"family", "depth", "width", "kernel_size", "activation", "loss",
+                             "optimizer", "momentum", "lr", "batch_size", "epochs"}
+    assert resolve({"space": {"dropout": [0.0, 0.5]}}).identity()["space"]["dropout"] == [0.0, 0.5]
+    assert resolve({}).identity_hash() != resolve({"space": {"schedule": "cosine"}}).identity_hash()
+
+
+def test_bools_from_flags_and_files() -> None:
+    config = resolve({"space": {"normalize": [True, False]}}, {"batch_norm": "true"})
+    assert config.space["normalize"] == Choice((True, False))
+    assert config.space["batch_norm"] == Fixed(True)
+
+
+def test_losses_and_families_that_cannot_apply_to_the_data() -> None:
+    bundle = load("digits")
+    regression = replace(bundle, task="regression")
+    with pytest.raises(ConfigError, match="space.loss: hinge needs a classification task"):
+        check_against_data(resolve({"objectives": ["loss"], "space": {"loss": ["mse", "hinge"]}}),
+                           regression)
+    check_against_data(resolve({"objectives": ["loss"], "space": {"loss": ["mse", "huber"]}}),
+                       regression)
+    vectors = replace(bundle, input_shape=(64,))
+    with pytest.raises(ConfigError, match="no requested family applies"):
+        check_against_data(resolve({"space": {"family": ["conv2d", "resnet", "conv3d"]}}), vectors)
+    check_against_data(resolve({"space": {"family": ["conv2d", "conv1d"]}}), vectors)
 
 
 def test_every_shipped_study_file_validates() -> None:

@@ -1,12 +1,19 @@
 import pytest
 import torch
 
-from automl_nn.blocks import ACTIVATIONS, FAMILIES
+from automl_nn.blocks import ACTIVATIONS, FAMILIES, BasicBlock, Reshape
 from automl_nn.errors import ConfigError
 from automl_nn.model import build
 from automl_nn.spec import ArchSpec
 
 IMAGE = (1, 8, 8)
+# One sample shape per layout a family can claim: vector, sequence, grey and colour image, volume.
+SHAPES = [(20,), (2, 12), (1, 8, 8), (3, 6, 5), (2, 3, 4, 4)]
+VARIANTS = [
+    {},
+    {"batch_norm": True, "pool": "max", "stride": 2, "dropout": 0.3, "dropout_at": "both"},
+    {"pool": "avg", "kernel_size": 4, "dropout": 0.2, "dropout_at": "conv"},
+]
 
 
 @pytest.mark.parametrize("family", FAMILIES.names())
@@ -19,6 +26,73 @@ def test_every_family_and_activation_builds_and_backpropagates(family: str, acti
     out.sum().backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None for g in grads)
+
+
+def _claimed(family: str) -> list[tuple[int, ...]]:
+    return [shape for shape in SHAPES if FAMILIES.get(family).supports(shape) is None]
+
+
+@pytest.mark.parametrize("family", FAMILIES.names())
+def test_every_family_runs_on_every_shape_it_claims(family: str) -> None:
+    shapes = _claimed(family)
+    assert (1, 8, 8) in shapes, "every family applies to image data (seed 000 ran them on MNIST)"
+    for shape in shapes:
+        for variant in VARIANTS:
+            arch = ArchSpec(family=family, depth=3, widths=(4, 6, 5), activation="relu", **variant)
+            model = build(arch, shape, 7)
+            out = model(torch.randn(4, *shape))
+            assert out.shape == (4, 7), (shape, variant)
+            out.sum().backward()
+            assert all(p.grad is not None for p in model.parameters()), (shape, variant)
+
+
+@pytest.mark.parametrize("family", FAMILIES.names())
+def test_a_family_refuses_shapes_it_does_not_claim(family: str) -> None:
+    for shape in SHAPES:
+        if shape not in _claimed(family):
+            with pytest.raises(ConfigError, match=f'family "{family}" needs samples of rank'):
+                build(ArchSpec(family, 1, (4,), "relu"), shape, 3)
+
+
+def test_vector_and_sequence_families() -> None:
+    assert _claimed("linear") == SHAPES
+    assert _claimed("conv1d") == [(20,), (2, 12), (1, 8, 8), (3, 6, 5)]
+    assert _claimed("conv2d") == _claimed("resnet") == [(1, 8, 8), (3, 6, 5)]
+    assert _claimed("conv3d_linear") == [(1, 8, 8), (3, 6, 5), (2, 3, 4, 4)]
+
+
+def test_reshape_adapters_read_images_as_sequences_and_volumes() -> None:
+    conv1d = build(ArchSpec("conv1d", 1, (4,), "relu"), (3, 6, 5), 2)
+    assert isinstance(conv1d[0], Reshape) and conv1d[0].shape == (3, 30)
+    conv3d = build(ArchSpec("conv3d_linear", 1, (4,), "relu"), (3, 6, 5), 2)
+    assert isinstance(conv3d[0], Reshape) and conv3d[0].shape == (3, 1, 6, 5)
+    vector = build(ArchSpec("conv1d_linear", 1, (4,), "relu"), (20,), 2)
+    assert vector[0].shape == (1, 20)
+    assert "Reshape(1, 20)" in repr(vector)
+
+
+@pytest.mark.parametrize(("place", "count"), [("dense", 1), ("conv", 2), ("both", 3)])
+def test_dropout_placements_of_seed_003(place: str, count: int) -> None:
+    arch = ArchSpec("conv2d_linear", 2, (4, 4), "relu", dropout=0.5, dropout_at=place)
+    model = build(arch, IMAGE, 10)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == count
+    assert sum(isinstance(m, torch.nn.Dropout) for m in build(
+        ArchSpec("linear", 2, (4, 4), "relu", dropout=0.5), IMAGE, 10).modules()) == 2
+
+
+def test_resnet_blocks_use_the_chosen_activation_and_widths() -> None:
+    model = build(ArchSpec("resnet", 2, (4, 8), "tanh", batch_norm=True), IMAGE, 10)
+    blocks = [m for m in model if isinstance(m, BasicBlock)]
+    assert len(blocks) == 2
+    assert all(isinstance(b.activation, torch.nn.Tanh) for b in blocks)
+    assert [b.conv2.out_channels for b in blocks] == [4, 8]  # type: ignore[union-attr]
+    assert isinstance(blocks[0].bn1, torch.nn.BatchNorm2d)
+
+
+def test_pooling_and_stride_shrink_the_map_but_never_to_nothing() -> None:
+    arch = ArchSpec("conv2d_linear", 5, (2,) * 5, "relu", pool="max", stride=2, kernel_size=4)
+    head = build(arch, IMAGE, 10)[-1]
+    assert isinstance(head, torch.nn.Linear) and head.in_features == 2  # 8 -> 2 -> 1 -> 1 ...
 
 
 def test_linear_family_layer_sizes() -> None:
@@ -37,9 +111,24 @@ def test_unknown_activation_in_a_spec_is_a_clear_error() -> None:
         build(ArchSpec("linear", 1, (4,), "relu6"), IMAGE, 10)
 
 
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("pool", "mean", 'arch.pool: unknown value "mean"'),
+    ("dropout_at", "dens", 'Did you mean "dense"'),
+    ("dropout", 1.0, "0 <= dropout < 1"),
+    ("stride", 0, "must be >= 1"),
+])
+def test_bad_arch_knobs_are_clear_errors(field: str, value: object, fragment: str) -> None:
+    arch = ArchSpec.from_dict({**ArchSpec("conv2d", 1, (4,), "relu").to_dict(), field: value})
+    with pytest.raises(ConfigError, match=fragment):
+        build(arch, IMAGE, 10)
+
+
 def test_spec_round_trip_and_unknown_keys() -> None:
-    arch = ArchSpec("conv2d_linear", 2, (4, 8), "tanh", kernel_size=5)
+    arch = ArchSpec("conv2d_linear", 2, (4, 8), "tanh", kernel_size=5, stride=2, pool="avg",
+                    batch_norm=True, dropout=0.1, dropout_at="both")
     assert ArchSpec.from_dict(arch.to_dict()) == arch
+    old = {"family": "linear", "depth": 1, "widths": [4], "activation": "relu", "kernel_size": 3}
+    assert ArchSpec.from_dict(old) == ArchSpec("linear", 1, (4,), "relu")  # stored before the knobs
     with pytest.raises(ConfigError, match="unknown key"):
         ArchSpec.from_dict({**arch.to_dict(), "colour": "red"})
     with pytest.raises(ConfigError, match="one entry per layer"):

@@ -1,12 +1,18 @@
+import math
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from automl_nn.data import load, split_indices
+from automl_nn.blocks import ACTIVATIONS, INITIALIZERS, init_weights
+from automl_nn.data import DataBundle, bundle_from_arrays, load, split_indices
 from automl_nn.errors import NonFiniteError
+from automl_nn.losses import LOSSES
 from automl_nn.model import build
+from automl_nn.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from automl_nn.spec import ArchSpec, TrainSpec
-from automl_nn.train import evaluate, fit, seed_everything
+from automl_nn.train import evaluate, fit, prepared, seed_everything, weight_penalty
 
 
 def _train(
@@ -51,3 +57,111 @@ def test_splits_are_disjoint_stratified_and_stats_come_from_train() -> None:
     assert bundle.n_train + len(bundle.x_val) + len(bundle.x_test) == 1797
     assert torch.allclose(bundle.mean, bundle.x_train.float().mean(), atol=1e-4)
     assert bundle.x_train.dtype == torch.uint8
+
+
+# ---- every registry entry trains one step ---------------------------------------------------------
+
+def _tiny() -> DataBundle:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(60, 1, 4, 4)).astype(np.uint8)
+    y = np.repeat(np.arange(3), 20)
+    return bundle_from_arrays("tiny", x, y, ("a", "b", "c"))
+
+
+def _one_step(arch: ArchSpec | None = None, **train: object) -> tuple[bool, float]:
+    """Train one full-batch step; (did any parameter change, training loss)."""
+    bundle = _tiny()
+    seed_everything(0)
+    model = build(arch or ArchSpec("linear", 1, (8,), "relu"), bundle.input_shape, bundle.n_outputs)
+    before = [p.detach().clone() for p in model.parameters()]
+    spec = TrainSpec(**{"optimizer": "adam", "lr": 0.05, "batch_size": bundle.n_train,  # type: ignore[arg-type]
+                        "epochs": 1, **train})
+    history = fit(model, bundle, spec)
+    changed = any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    return changed, history.last.train_loss
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS.names())
+def test_every_activation_trains(activation: str) -> None:
+    assert _one_step(ArchSpec("linear", 1, (8,), activation))[0]
+
+
+@pytest.mark.parametrize("loss", LOSSES.names())
+def test_every_loss_trains_except_the_constant_control(loss: str) -> None:
+    changed, value = _one_step(loss=loss)
+    assert changed == (loss != "constant")
+    assert math.isfinite(value)
+
+
+def test_constant_loss_moves_no_weight_even_with_decay_but_a_penalty_does() -> None:
+    assert not _one_step(loss="constant", optimizer="sgd", weight_decay=0.1)[0]
+    assert not _one_step(loss="constant", optimizer="adamw", weight_decay=0.1)[0]
+    assert _one_step(loss="constant", l2=0.1)[0]
+    assert _one_step(loss="constant", l1=0.1)[0]
+
+
+@pytest.mark.parametrize("init", INITIALIZERS.names())
+def test_every_initializer_trains(init: str) -> None:
+    assert _one_step(init=init, init_std=0.5)[0]
+
+
+def test_initializers_fill_weights_and_zero_biases() -> None:
+    model = build(ArchSpec("conv2d_linear", 1, (4,), "relu"), (1, 4, 4), 3)
+    init_weights(model, "ones")
+    assert all(bool((p == (1.0 if p.dim() > 1 else 0.0)).all()) for p in model.parameters())
+    init_weights(model, "normal", std=2.0)
+    assert 1.5 < float(model[-1].weight.detach().std()) < 2.5
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS.names())
+def test_every_optimizer_trains(optimizer: str) -> None:
+    assert _one_step(optimizer=optimizer, nesterov=True, weight_decay=1e-3)[0]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES.names())
+def test_every_schedule_trains(schedule: str) -> None:
+    assert _one_step(schedule=schedule, epochs=2)[0]
+
+
+def test_schedules_follow_their_definition() -> None:
+    spec = TrainSpec("sgd", 1.0, 8, epochs=4, lr_gamma=0.8, lr_step=2)
+    lrs = {}
+    for name in ("exponential", "step", "cosine"):
+        opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], replace(spec, schedule=name))
+        sched = make_schedule(opt, replace(spec, schedule=name), 5)
+        assert sched is not None
+        seen = []
+        for _ in range(4):
+            opt.step()
+            sched.step()
+            seen.append(round(opt.param_groups[0]["lr"], 6))
+        lrs[name] = seen
+    assert lrs["exponential"] == [0.8, 0.64, 0.512, 0.4096]
+    assert lrs["step"] == [1.0, 0.8, 0.8, 0.64]
+    assert lrs["cosine"][-1] == 0.0
+    assert SCHEDULES.get("onecycle").per_step and not SCHEDULES.get("cosine").per_step
+
+
+def test_regularizers_and_switches_train() -> None:
+    for extra in ({"label_smoothing": 0.1}, {"normalize": False}, {"l1": 1e-3, "l2": 1e-3}):
+        assert _one_step(**extra)[0], extra
+    arch = ArchSpec("resnet", 1, (4,), "relu", batch_norm=True, dropout=0.5, dropout_at="both")
+    assert _one_step(arch)[0]
+
+
+def test_weight_penalty_sums_weights_not_biases() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -2.0], [3.0, 0.0]]))
+        model[0].bias.fill_(10.0)
+    penalty = weight_penalty(model, l1=0.5, l2=0.25)
+    assert penalty is not None
+    assert float(penalty().detach()) == pytest.approx(0.5 * 6 + 0.25 * 14)
+    assert weight_penalty(model, 0.0, 0.0) is None
+
+
+def test_normalization_off_feeds_raw_values() -> None:
+    bundle = _tiny()
+    raw = prepared(bundle, TrainSpec("adam", 0.1, 8, 1, normalize=False))
+    assert torch.equal(raw.normalize(bundle.x_train), bundle.x_train.float())
+    assert prepared(bundle, TrainSpec("adam", 0.1, 8, 1)) is bundle
