@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from automl_nn import decide, metrics, summary
+from automl_nn.errors import UsageError
 from automl_nn.study import front, objective_names
 
 log = logging.getLogger(__name__)
@@ -414,8 +415,16 @@ def _method_note(data: ReportData) -> str:
             "box between it and the ideal point. Importances: fANOVA (seed 0).")
 
 
+class ReportError(UsageError):
+    """An output path that cannot be written, or static images that cannot be made here."""
+
+
 def write_report(study: optuna.Study, out: Path) -> dict[str, go.Figure]:
     """Write the HTML report of `study` to `out`; returns the figures (for `write_images`)."""
+    if out.is_dir() or not out.parent.is_dir():
+        raise ReportError(f"--out {out}: expected a file path in an existing directory, but "
+                          f"{'it is a directory' if out.is_dir() else f'{out.parent} does not exist'}. "
+                          "Pass e.g. --out report.html.")
     data = collect(study)
     figs = figures(data)
     out.write_text(render_html(data, figs), encoding="utf-8")
@@ -434,5 +443,10 @@ def write_images(figs: dict[str, go.Figure], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png" for name in figs]
     if figs:
-        pio.write_images(list(figs.values()), paths, format="png", width=1400, height=None)
+        try:
+            pio.write_images(list(figs.values()), paths, format="png", width=1400, height=None)
+        except Exception as exc:  # kaleido's errors vary with what is missing (chromium, its deps)
+            raise ReportError(f"static images: kaleido could not render them ({exc}). It needs "
+                              "chromium: `make chromium` or `apt-get install chromium`. The HTML "
+                              "report was written.") from None
     return paths
