@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast soak lint clean
+.PHONY: venv demo test test-fast soak lint clean chromium
 
 venv: $(STAMP)
 
@@ -19,8 +19,16 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/automl-nn search studies/digits-quick.yaml --study-name demo --storage sqlite:///demo.db
 
-test: venv
+test: venv chromium
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The report and dashboard tests drive Debian's chromium through Playwright (never
+# `playwright install`, which downloads its own); kaleido uses it for PNG images. Idempotent.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else echo "chromium is missing and this is not root: browser tests will be skipped (sudo make chromium)"; fi; \
+	fi
 
 soak: venv
 	$(BIN)/python -m pytest -q -m slow

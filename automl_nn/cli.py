@@ -142,14 +142,24 @@ def pareto(
     study_name: Annotated[str, typer.Argument(help="Study name.")],
     storage: StorageOpt = None,
     format: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
+    pick: Annotated[str | None, typer.Option(
+        "--pick", help="Name one front trial to export: knee, max-acc, min-params, min-flops, "
+        "min-memory, min-latency, ... (knee: the best trade-off; see docs/architecture.md).")] = None,
 ) -> None:
-    """Print the Pareto front (the best trial for single-objective studies)."""
-    from automl_nn import study, summary
+    """Print the Pareto front (the best trial for single-objective studies), or the trial --pick names."""
+    from automl_nn import decide, study, summary
 
     loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
-    _print_rows(summary.front_rows(loaded), format, title=f"Pareto front of {study_name}")
-    if format is Format.table:  # json and csv stay pure rows for scripts
-        out.print(summary.pruning_line(summary.pruning_summary(loaded)), highlight=False)
+    if pick is None:
+        _print_rows(summary.front_rows(loaded), format, title=f"Pareto front of {study_name}")
+        if format is Format.table:  # json and csv stay pure rows for scripts
+            out.print(summary.pruning_line(summary.pruning_summary(loaded)), highlight=False)
+        return
+    chosen = decide.pick(loaded, pick)
+    row = {"pick": pick, **summary.trial_row(chosen, study.objective_names(loaded))}
+    _print_rows([row], format, title=f"{pick} of {study_name}: trial {chosen.number}")
+    err.print(f"export it with: automl-nn export {study_name} --trial {chosen.number} --out DIR",
+              highlight=False)
 
 
 @app.command()
@@ -157,7 +167,7 @@ def pareto(
 def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
          storage: StorageOpt = None) -> None:
     """Summarize a study: objectives, trial states, best trials and range-edge warnings."""
-    from automl_nn import study, summary
+    from automl_nn import decide, study, summary
 
     loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
     info = summary.study_summary(loaded)
@@ -169,6 +179,10 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
     if info["fail_reasons"]:
         out.print("failures: " + ", ".join(f"{k} {v}" for k, v in info["fail_reasons"].items()))
     _print_rows(info["front"], Format.table, title="best trials")
+    knee = decide.knee(loaded)
+    if knee is not None and len(info["front"]) > 1:
+        out.print(f"knee point (best trade-off): trial {knee.number}; "
+                  f"`automl-nn pareto {study_name} --pick knee` prints it")
     for warning in info["warnings"]:
         out.print(Text("warning: ", style="yellow") + Text(warning), highlight=False)
 
@@ -263,6 +277,72 @@ def datasets() -> None:
              "task": info.task, "source": info.source, "description": info.description}
             for name, info in data.DATASETS.items()]
     _print_rows(rows, Format.table, title="datasets")
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    png = "png"
+
+
+@app.command()
+@handled
+def report(
+    study_name: Annotated[str, typer.Argument(help="Study name.")],
+    out_path: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    storage: StorageOpt = None,
+    format: Annotated[ReportFormat, typer.Option(
+        "--format", help="html, or png: the HTML plus one PNG per plot in <out>-images/ "
+        "(kaleido, needs chromium).")] = ReportFormat.html,
+) -> None:
+    """Write one self-contained HTML report (plotly inline, works offline) of a study."""
+    import time
+
+    from automl_nn import report as report_mod
+    from automl_nn import study
+
+    started = time.perf_counter()
+    loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    figs = report_mod.write_report(loaded, out_path)
+    size = out_path.stat().st_size / 1e6
+    out.print(f"wrote {out_path} ({size:.1f} MB, {len(figs)} plots, "
+              f"{time.perf_counter() - started:.1f} s)", highlight=False)
+    if format is ReportFormat.png:
+        folder = report_mod.image_dir(out_path)
+        paths = report_mod.write_images(figs, folder)
+        out.print(f"wrote {len(paths)} PNG images to {folder}/", highlight=False)
+
+
+@app.command()
+@handled
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; loopback unless acknowledged.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).", min=0,
+                                      max=65535)] = 8080,
+    i_know_no_auth: Annotated[bool, typer.Option(
+        "--i-know-no-auth", help="Allow a non-loopback --host although the dashboard has no "
+        "authentication (anyone who reaches it can read the studies).")] = False,
+) -> None:
+    """Serve optuna-dashboard for the storage (with its artifacts) until Ctrl-C."""
+    from automl_nn import dashboard as dash
+    from automl_nn import study
+
+    dash.check_host(host, i_know_no_auth)  # before the slow storage open
+    url = study.storage_url(storage)
+    artifacts = study.artifact_dir(storage)
+    board = dash.start(study.open_storage(storage, must_exist=True), host=host, port=port,
+                       artifacts=artifacts, acknowledged=i_know_no_auth)
+    if not dash.is_loopback(host):
+        err.print(Text("warning: ", style="yellow") + Text(
+            f"the dashboard listens on {host}:{board.port} and has NO authentication: anyone who "
+            "reaches this port can read every study and write notes."), highlight=False)
+    if url.startswith("sqlite"):
+        err.print(f"note: the dashboard polls {url.removeprefix('sqlite:///')} every few seconds; a "
+                  "search may keep writing to the same file meanwhile.", highlight=False)
+    out.print(f"optuna-dashboard for {url} at {board.url} (artifacts: {artifacts}/); "
+              "Ctrl-C stops it.", highlight=False)
+    board.wait()
 
 
 def _quiet_optuna() -> None:

@@ -63,6 +63,16 @@ def storage_url(url: str | None) -> str:
     return url or DEFAULT_STORAGE
 
 
+def artifact_dir(url: str | None) -> Path:
+    """Where per-trial artifacts (exported code, weights, plots) of a storage live.
+
+    Next to a file storage: `runs/study.db` -> `runs/study-artifacts/`. A server database
+    (PostgreSQL, ...) has no file to sit beside, so its artifacts go to `automl-nn-artifacts/` in
+    the working directory. The dashboard serves this folder; export writes into it.
+    """
+    return weights.artifact_dir(storage_url(url))
+
+
 def open_storage(url: str | None, *, must_exist: bool = False) -> BaseStorage:
     """An Optuna storage for `url`; files that are not databases are refused without being touched.
 

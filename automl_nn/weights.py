@@ -27,7 +27,11 @@ HASH_ATTR = "weights_sha256"
 
 
 def artifact_dir(storage_url: str) -> Path:
-    """Where a storage's artifacts live: beside a file storage, else in the working directory."""
+    """Where a storage's artifacts live: beside a file storage, else in the working directory.
+
+    `runs/study.db` -> `runs/study-artifacts/`; a server database (PostgreSQL, ...) has no file to
+    sit beside, so its artifacts go to `automl-nn-artifacts/` in the working directory.
+    """
     for prefix in ("sqlite:///", "journal:"):
         if storage_url.startswith(prefix):
             path = Path(storage_url.removeprefix(prefix))

@@ -1,0 +1,452 @@
+"""Plotly figures of a study and the self-contained HTML report (`automl-nn report`).
+
+Two layers. `collect()` reads a study into plain records (`ReportData`); the figure builders take
+those records and return plotly Figures, so they are tested without a study or a browser.
+`render_html()` puts every figure in one HTML file with plotly.js embedded (no CDN: the file works
+offline and can be mailed); `write_images()` writes the same figures as PNG through kaleido, which
+drives the system's chromium.
+
+Hypervolume. Computed by optuna's `plot_hypervolume_history` (public API) with a reference point
+derived from the data: for each objective, the worst value among completed trials pushed 10% of
+that objective's range further out (so the worst trials still add volume). The curve is shown as a
+fraction of the box between that reference point and the ideal point (the best value of each
+objective over all trials), so 1.0 would mean one trial is best at everything.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly.colors
+import plotly.graph_objects as go
+from optuna.trial import FrozenTrial, TrialState
+from plotly.subplots import make_subplots
+
+from automl_nn import decide, metrics, summary
+from automl_nn.errors import UsageError
+from automl_nn.study import front, objective_names
+
+log = logging.getLogger(__name__)
+
+COSTS = ("params", "memory", "ops", "train_time")  # seed 000's cost distributions, in its order
+MIN_TRIALS_FOR_IMPORTANCE = 5  # fANOVA on fewer trials ranks noise
+REFERENCE_MARGIN = 0.1  # reference point: 10% of each objective's range beyond its worst value
+FRONT = "Pareto front"  # trace names the browser test reads back
+OTHERS = "other trials"
+KNEE = "knee"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective of the study: its name, direction and unit (from the metric registry)."""
+
+    name: str
+    maximize: bool
+    unit: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.unit})" if self.unit else self.name
+
+
+@dataclass(frozen=True)
+class Point:
+    """One completed trial as plain data: objective values, every metric, architecture, curve."""
+
+    number: int
+    values: tuple[float, ...]
+    metrics: dict[str, float]
+    arch: dict[str, Any]
+    curve: tuple[dict[str, float], ...] = ()
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, read once from the study."""
+
+    study: str
+    dataset: str | None
+    objectives: list[Objective]
+    points: list[Point]
+    front: list[int]
+    knee: int | None
+    states: dict[str, int]
+    warnings: list[str]
+    hypervolume: tuple[list[int], list[float]] | None = None
+    reference_point: list[float] | None = None
+    importances: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+# ---- reading a study -----------------------------------------------------------------------------
+
+
+def point_of(trial: FrozenTrial) -> Point:
+    """A completed trial as a Point (metrics from user attributes, epochs in order)."""
+    stored = {name: float(v) for name, v in trial.user_attrs.items()
+              if (name in metrics.METRICS or name == "test_accuracy") and isinstance(v, int | float)}
+    row = summary.trial_row(trial, [])
+    arch = {k: row[k] for k in summary.ARCH_COLUMNS if row.get(k) is not None}
+    epochs = sorted((int(k[5:]), v) for k, v in trial.user_attrs.items()
+                    if k.startswith("epoch") and k[5:].isdigit() and isinstance(v, dict))
+    return Point(trial.number, tuple(trial.values or ()), stored, arch, tuple(v for _, v in epochs))
+
+
+def collect(study: optuna.Study) -> ReportData:
+    """Read `study` into a ReportData: points, front, knee, warnings, hypervolume, importances."""
+    names = objective_names(study)
+    objectives = [Objective(n, d == optuna.study.StudyDirection.MAXIMIZE,
+                            metrics.METRICS.get(n).unit if n in metrics.METRICS else "")
+                  for n, d in zip(names, study.directions, strict=True)]
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = front(study)
+    knee = decide.knee(study)
+    config = study.user_attrs.get("config", {})
+    data = ReportData(
+        study=study.study_name, dataset=config.get("dataset"), objectives=objectives,
+        points=[point_of(t) for t in done], front=[t.number for t in best],
+        knee=knee.number if knee else None, states=summary.state_counts(study),
+        warnings=summary.edge_warnings(config.get("space", {}), best),
+    )
+    _add_hypervolume(study, data)
+    _add_importances(study, data)
+    return data
+
+
+def reference_point(points: Sequence[Sequence[float]], maximize: Sequence[bool]) -> list[float]:
+    """Each objective's worst value pushed REFERENCE_MARGIN of its range further out."""
+    ref = []
+    for column, is_max in zip(zip(*points, strict=True), maximize, strict=True):
+        worst = min(column) if is_max else max(column)
+        span = max(column) - min(column)
+        margin = REFERENCE_MARGIN * (span if span > 0 else max(abs(worst), 1.0))
+        ref.append(worst - margin if is_max else worst + margin)
+    return ref
+
+
+def _add_hypervolume(study: optuna.Study, data: ReportData) -> None:
+    values = [p.values for p in data.points]
+    if len(data.objectives) < 2:
+        data.notes["hypervolume"] = "Hypervolume needs two or more objectives; this study has one."
+        return
+    if not values:
+        data.notes["hypervolume"] = "No completed trials yet."
+        return
+    maximize = [o.maximize for o in data.objectives]
+    ref = reference_point(values, maximize)
+    ideal = [max(c) if m else min(c) for c, m in zip(zip(*values, strict=True), maximize, strict=True)]
+    box = math.prod(abs(r - i) for r, i in zip(ref, ideal, strict=True)) or 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        figure = optuna.visualization.plot_hypervolume_history(study, ref)
+    trace = figure.data[0]
+    data.hypervolume = ([int(x) for x in trace.x], [float(y) / box for y in trace.y])
+    data.reference_point = ref
+
+
+def _add_importances(study: optuna.Study, data: ReportData) -> None:
+    if len(data.points) < MIN_TRIALS_FOR_IMPORTANCE:
+        data.notes["importance"] = (f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} "
+                                    f"completed trials; this study has {len(data.points)}.")
+        return
+    for index, objective in enumerate(data.objectives):
+        try:
+            data.importances[objective.label] = optuna.importance.get_param_importances(
+                study, target=lambda t, i=index: t.values[i],  # type: ignore[misc]
+                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        except (ValueError, RuntimeError) as exc:  # e.g. every parameter took a single value
+            data.notes["importance"] = f"Parameter importances could not be computed: {exc}"
+            log.info("importance of %s failed: %s", objective.name, exc)
+
+
+# ---- figures -------------------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def hover_text(point: Point) -> str:
+    """Architecture and every metric with its unit, as plotly hover HTML."""
+    arch = point.arch
+    lines = [f"<b>trial {point.number}</b>",
+             " ".join(f"{k}={arch[k]}" for k in ("family", "depth", "widths", "activation") if k in arch),
+             " ".join(f"{k}={_fmt(arch[k]) if isinstance(arch[k], float) else arch[k]}"
+                      for k in ("optimizer", "lr", "batch_size", "epochs") if k in arch)]
+    for name, value in point.metrics.items():
+        unit = metrics.METRICS.get(name).unit if name in metrics.METRICS else "fraction"
+        lines.append(f"{name}: {_fmt(value)} {unit}")
+    return "<br>".join([lines[0], *(html.escape(line, quote=False) for line in lines[1:] if line)])
+
+
+def _log_scale(values: Sequence[float]) -> bool:
+    """Costs spanning orders of magnitude read better on a log axis."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= 100
+
+
+def pareto_figure(points: Sequence[Point], objectives: Sequence[Objective], front_numbers: Sequence[int],
+                  knee: int | None) -> go.Figure:
+    """The first objective against each other one: all trials, the front as a line, the knee."""
+    pairs = range(1, len(objectives))
+    fig = make_subplots(rows=1, cols=len(pairs), horizontal_spacing=0.08)
+    on_front = set(front_numbers)
+    for col, j in enumerate(pairs, start=1):
+        others = [p for p in points if p.number not in on_front]
+        best = sorted((p for p in points if p.number in on_front), key=lambda p: p.values[j])
+        knees = [p for p in points if p.number == knee]
+        for trace_points, name, style in ((others, OTHERS, {"mode": "markers", "marker": {
+                "color": "#9aa5b1", "size": 7, "opacity": 0.6}}),
+                (best, FRONT, {"mode": "lines+markers", "marker": {"color": "#d62728", "size": 9},
+                               "line": {"shape": "hv", "color": "#d62728"}}),
+                (knees, KNEE, {"mode": "markers", "marker": {
+                    "symbol": "star", "size": 18, "color": "#ffbf00",
+                    "line": {"color": "black", "width": 1}}})):
+            fig.add_trace(go.Scatter(
+                x=[p.values[j] for p in trace_points], y=[p.values[0] for p in trace_points],
+                hovertext=[hover_text(p) for p in trace_points], hoverinfo="text", name=name,
+                legendgroup=name, showlegend=col == 1, **style), row=1, col=col)
+        fig.update_xaxes(title_text=objectives[j].label, row=1, col=col,
+                         type="log" if _log_scale([p.values[j] for p in points]) else "linear")
+        fig.update_yaxes(title_text=objectives[0].label, row=1, col=col)
+    fig.update_layout(title="Pareto front (hover a point for its architecture and metrics; "
+                            "the star is the knee)", height=480)
+    return fig
+
+
+def hypervolume_figure(numbers: Sequence[int], fractions: Sequence[float]) -> go.Figure:
+    """Hypervolume of the front after each trial, as a fraction of the reference box."""
+    fig = go.Figure(go.Scatter(x=list(numbers), y=list(fractions), mode="lines+markers",
+                               name="hypervolume", line={"shape": "hv"}))
+    fig.update_layout(title="Hypervolume over trials", xaxis_title="trial",
+                      yaxis_title="hypervolume (fraction of the reference box)", height=380)
+    return fig
+
+
+def history_figure(points: Sequence[Point], objectives: Sequence[Objective]) -> go.Figure:
+    """Each objective per trial, with the best value so far."""
+    fig = make_subplots(rows=1, cols=len(objectives), horizontal_spacing=0.08)
+    ordered = sorted(points, key=lambda p: p.number)
+    for col, (i, objective) in enumerate(enumerate(objectives), start=1):
+        values = [p.values[i] for p in ordered]
+        best: list[float] = []
+        for value in values:
+            pick = max if objective.maximize else min
+            best.append(pick(best[-1], value) if best else value)
+        numbers = [p.number for p in ordered]
+        fig.add_trace(go.Scatter(x=numbers, y=values, mode="markers", name=objective.name,
+                                 hovertext=[hover_text(p) for p in ordered], hoverinfo="text"),
+                      row=1, col=col)
+        fig.add_trace(go.Scatter(x=numbers, y=best, mode="lines", name=f"best {objective.name}",
+                                 line={"shape": "hv"}), row=1, col=col)
+        fig.update_xaxes(title_text="trial", row=1, col=col)
+        fig.update_yaxes(title_text=objective.label, row=1, col=col,
+                         type="log" if _log_scale(values) else "linear")
+    fig.update_layout(title="Optimization history", height=400)
+    return fig
+
+
+def importance_figure(importances: dict[str, dict[str, float]]) -> go.Figure:
+    """Parameter importances (fANOVA), one bar group per objective."""
+    params = sorted({p for per in importances.values() for p in per},
+                    key=lambda p: -max(per.get(p, 0.0) for per in importances.values()))
+    fig = go.Figure([go.Bar(y=params, x=[per.get(p, 0.0) for p in params], name=label,
+                            orientation="h") for label, per in importances.items()])
+    fig.update_layout(title="Parameter importances per objective (fANOVA)", barmode="group",
+                      xaxis_title="importance (share of variance)", height=150 + 28 * len(params),
+                      yaxis={"autorange": "reversed"})
+    return fig
+
+
+def family_activation_figure(points: Sequence[Point], metric: str = "accuracy") -> go.Figure:
+    """Box plots of `metric` by layer family, one box per activation (seed 000's figure)."""
+    activations = sorted({str(p.arch.get("activation")) for p in points})
+    fig = go.Figure()
+    for activation in activations:
+        group = [p for p in points if str(p.arch.get("activation")) == activation and metric in p.metrics]
+        fig.add_trace(go.Box(x=[str(p.arch.get("family")) for p in group],
+                             y=[p.metrics[metric] for p in group], name=activation, boxpoints="all",
+                             jitter=0.3, hovertext=[hover_text(p) for p in group], hoverinfo="text"))
+    unit = metrics.METRICS.get(metric).unit if metric in metrics.METRICS else ""
+    fig.update_layout(title=f"{metric} by layer family and activation", boxmode="group",
+                      xaxis_title="family", yaxis_title=f"{metric} ({unit})",
+                      legend_title="activation", height=440)
+    return fig
+
+
+def cost_figure(points: Sequence[Point], front_numbers: Sequence[int]) -> go.Figure:
+    """Distributions of the costs by family; front trials are gold stars (as in seed 000)."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[
+        f"{c} ({metrics.METRICS.get(c).unit})" for c in COSTS], vertical_spacing=0.14)
+    on_front = set(front_numbers)
+    for k, cost in enumerate(COSTS):
+        row, col = divmod(k, 2)
+        have = [p for p in points if cost in p.metrics]
+        stars = [p for p in have if p.number in on_front]
+        fig.add_trace(go.Box(x=[str(p.arch.get("family")) for p in have],
+                             y=[p.metrics[cost] for p in have], name=cost, showlegend=False,
+                             marker_color="#1f77b4"), row=row + 1, col=col + 1)
+        fig.add_trace(go.Scatter(x=[str(p.arch.get("family")) for p in stars],
+                                 y=[p.metrics[cost] for p in stars], mode="markers",
+                                 name=FRONT, legendgroup=FRONT, showlegend=k == 0,
+                                 marker={"symbol": "star", "size": 13, "color": "#ffbf00",
+                                         "line": {"color": "black", "width": 1}},
+                                 hovertext=[hover_text(p) for p in stars], hoverinfo="text"),
+                      row=row + 1, col=col + 1)
+        fig.update_yaxes(type="log" if _log_scale([p.metrics[cost] for p in have]) else "linear",
+                         row=row + 1, col=col + 1)
+    fig.update_layout(title="What the networks cost, by family (stars: the Pareto front)", height=700)
+    return fig
+
+
+def curves_figure(points: Sequence[Point]) -> go.Figure:
+    """Validation accuracy and loss per epoch for the given (front) trials."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["validation accuracy", "validation loss"])
+    palette = plotly.colors.qualitative.Plotly  # one colour per trial in both panels
+    for k, p in enumerate(points):
+        epochs = list(range(1, len(p.curve) + 1))
+        for col, key in ((1, "val_accuracy"), (2, "val_loss")):
+            fig.add_trace(go.Scatter(x=epochs, y=[e.get(key) for e in p.curve], mode="lines+markers",
+                                     name=f"trial {p.number}", legendgroup=str(p.number),
+                                     line={"color": palette[k % len(palette)]},
+                                     showlegend=col == 1), row=1, col=col)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_layout(title="Learning curves of the front's trials", height=420)
+    return fig
+
+
+def figures(data: ReportData) -> dict[str, go.Figure]:
+    """Every figure the data supports, by div id; what cannot be drawn gets a note instead."""
+    out: dict[str, go.Figure] = {}
+    if len(data.objectives) >= 2 and data.points:
+        out["pareto"] = pareto_figure(data.points, data.objectives, data.front, data.knee)
+    else:
+        data.notes.setdefault("pareto", "A Pareto front needs two or more objectives and a "
+                                        "completed trial; the best trial is in the table below.")
+    if data.hypervolume:
+        out["hypervolume"] = hypervolume_figure(*data.hypervolume)
+    if data.points:
+        out["history"] = history_figure(data.points, data.objectives)
+    if data.importances:
+        out["importance"] = importance_figure(data.importances)
+    metric = "accuracy" if any("accuracy" in p.metrics for p in data.points) else None
+    if metric:
+        out["family-activation"] = family_activation_figure(data.points, metric)
+    if any(c in p.metrics for p in data.points for c in COSTS):
+        out["costs"] = cost_figure(data.points, data.front)
+    front_points = [p for p in data.points if p.number in set(data.front) and p.curve]
+    if front_points:
+        out["curves"] = curves_figure(front_points)
+    return out
+
+
+# ---- the HTML file -------------------------------------------------------------------------------
+
+SECTIONS = (("pareto", "Pareto front"), ("hypervolume", "Hypervolume"),
+            ("history", "Optimization history"), ("importance", "Which choices matter"),
+            ("family-activation", "Accuracy by family and activation"),
+            ("costs", "Cost distributions"), ("curves", "Learning curves"))
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}.knee{background:#fff3c4}.warn{color:#8a5300}.note{color:#666;font-style:italic}
+section{margin-bottom:2.5em}"""
+
+
+def front_table(data: ReportData) -> str:
+    """The front as an HTML table: objectives, every metric, architecture; the knee highlighted."""
+    by_number = {p.number: p for p in data.points}
+    rows = [by_number[n] for n in data.front if n in by_number]
+    metric_names = [m for m in (*metrics.METRICS, "test_accuracy") if any(m in p.metrics for p in rows)]
+    arch_names = [a for a in summary.ARCH_COLUMNS if any(a in p.arch for p in rows)]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ("trial", *metric_names, *arch_names))
+    body = []
+    for p in rows:
+        cells = [str(p.number) + (" (knee)" if p.number == data.knee else "")]
+        cells += [_fmt(p.metrics[m]) if m in p.metrics else "-" for m in metric_names]
+        cells += [_fmt(v) if isinstance(v := p.arch.get(a, "-"), float) else str(v) for a in arch_names]
+        css = ' class="knee"' if p.number == data.knee else ""
+        body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return f'<table id="front-table"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def render_html(data: ReportData, figs: dict[str, go.Figure]) -> str:
+    """One self-contained HTML page: plotly.js inline, every figure, the front table, warnings."""
+    from plotly.offline import get_plotlyjs
+
+    objectives = ", ".join(f"{o.label}, {'max' if o.maximize else 'min'}imized" for o in data.objectives)
+    states = ", ".join(f"{k} {v}" for k, v in data.states.items() if v)
+    parts = [f"<h1>automl-nn report: {html.escape(data.study)}</h1>",
+             f"<p>dataset {html.escape(str(data.dataset))}; objectives: {html.escape(objectives)}; "
+             f"trials: {html.escape(states)}</p>"]
+    if data.warnings:
+        parts.append('<section id="warnings"><h2>Warnings</h2><ul>' + "".join(
+            f'<li class="warn">{html.escape(w)}</li>' for w in data.warnings) + "</ul></section>")
+    for div_id, title in SECTIONS:
+        body = (figs[div_id].to_html(full_html=False, include_plotlyjs=False, div_id=div_id)
+                if div_id in figs else "")
+        note = data.notes.get(div_id)
+        if body or note:
+            parts.append(f"<section><h2>{title}</h2>{body}"
+                         + (f'<p class="note">{html.escape(note)}</p>' if note else "") + "</section>")
+    parts.append(f"<section><h2>The front</h2>{front_table(data)}</section>")
+    parts.append(f'<section class="note"><p>{html.escape(_method_note(data))}</p></section>')
+    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+            f"<title>automl-nn: {html.escape(data.study)}</title><style>{CSS}</style>"
+            f"<script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>")
+
+
+def _method_note(data: ReportData) -> str:
+    ref = (", ".join(f"{o.name}={_fmt(r)}" for o, r in zip(data.objectives, data.reference_point,
+                                                           strict=True))
+           if data.reference_point else "n/a")
+    return ("Knee: the front point farthest below the hyperplane through the front's extremes after "
+            "min-max normalizing each objective (0 best, 1 worst). Hypervolume reference point: each "
+            f"objective's worst value pushed 10% of its range outward ({ref}); shown as a fraction of the "
+            "box between it and the ideal point. Importances: fANOVA (seed 0).")
+
+
+class ReportError(UsageError):
+    """An output path that cannot be written, or static images that cannot be made here."""
+
+
+def write_report(study: optuna.Study, out: Path) -> dict[str, go.Figure]:
+    """Write the HTML report of `study` to `out`; returns the figures (for `write_images`)."""
+    if out.is_dir() or not out.parent.is_dir():
+        raise ReportError(f"--out {out}: expected a file path in an existing directory, but "
+                          f"{'it is a directory' if out.is_dir() else f'{out.parent} does not exist'}. "
+                          "Pass e.g. --out report.html.")
+    data = collect(study)
+    figs = figures(data)
+    out.write_text(render_html(data, figs), encoding="utf-8")
+    return figs
+
+
+def image_dir(out: Path) -> Path:
+    """Where `--format png` puts its images: `report.html` -> `report-images/`."""
+    return out.with_name(f"{out.stem}-images")
+
+
+def write_images(figs: dict[str, go.Figure], folder: Path) -> list[Path]:
+    """Each figure as PNG in `folder` (kaleido with the system chromium; one browser for all)."""
+    import plotly.io as pio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png" for name in figs]
+    if figs:
+        try:
+            pio.write_images(list(figs.values()), paths, format="png", width=1400, height=None)
+        except Exception as exc:  # kaleido's errors vary with what is missing (chromium, its deps)
+            raise ReportError(f"static images: kaleido could not render them ({exc}). It needs "
+                              "chromium: `make chromium` or `apt-get install chromium`. The HTML "
+                              "report was written.") from None
+    return paths
