@@ -94,7 +94,8 @@ class RetryStale(RetryHeartbeatStaleTrialCallback):
     """
 
     def __init__(self, max_retry: int = MAX_RETRY) -> None:
-        super().__init__(max_retry=max_retry)
+        with _no_experimental_warnings():
+            super().__init__(max_retry=max_retry)
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
