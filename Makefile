@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast soak lint clean
+.PHONY: venv demo test test-fast soak lint clean system-deps
 
 venv: $(STAMP)
 
@@ -20,10 +20,20 @@ demo: venv
 		--storage sqlite:///demo.db
 	$(BIN)/automl-nn pareto demo --storage sqlite:///demo.db
 
-test: venv
+# PostgreSQL for the storage tests (they start a private cluster on loopback). Installed once when
+# missing; needs root (CI runs as root). Without it those tests are skipped with the reason.
+system-deps:
+	@if ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing postgresql (for the storage tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "postgresql missing and not root: PostgreSQL tests will be skipped"; fi; \
+	fi
+
+test: venv system-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
-soak: venv
+soak: venv system-deps
 	$(BIN)/python -m pytest -q -m slow
 
 lint: venv
