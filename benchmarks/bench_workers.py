@@ -25,8 +25,8 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 # Small conv nets with enough work per trial (a second or two on one core) that the per-trial
 # storage and sampler overhead does not dominate.
-SPACE = ["--family", "conv2d,linear", "--depth", "1:2", "--width", "16:48", "--epochs", "8",
-         "--batch-size", "32", "--objective", "accuracy,params", "--seed", "0"]
+SPACE = ["--family", "conv2d,linear", "--depth", "1:2", "--width", "32:64", "--epochs", "30",
+         "--batch-size", "16", "--objective", "accuracy,params", "--seed", "0"]
 
 
 def run_once(workers: int, trials: int, dataset: str) -> tuple[float, float]:
