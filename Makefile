@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast soak lint clean chromium
+.PHONY: venv demo test soak lint clean system-deps
 
 venv: $(STAMP)
 
@@ -19,18 +19,26 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/automl-nn search studies/digits-quick.yaml --study-name demo --storage sqlite:///demo.db
 
-test: venv chromium
-	$(BIN)/python -m pytest -q -m "not slow"
-
-# The report and dashboard tests drive Debian's chromium through Playwright (never
-# `playwright install`, which downloads its own); kaleido uses it for PNG images. Idempotent.
-chromium:
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
-	  else echo "chromium is missing and this is not root: browser tests will be skipped (sudo make chromium)"; fi; \
+# System packages the tests use, installed once when missing (CI runs `make test` as root on Debian):
+# PostgreSQL for the storage tests (they start a private cluster on loopback), and Debian's chromium
+# for the report and dashboard tests (driven through Playwright, never `playwright install`, which
+# downloads a browser of its own; kaleido uses it for PNG images). Without root the tests that need
+# them are skipped with the reason.
+system-deps:
+	@missing=""; \
+	ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing (for the tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing$$missing and not root: the tests that need them will be skipped"; fi; \
 	fi
 
-soak: venv
+test: venv system-deps
+	$(BIN)/python -m pytest -q -m "not slow"
+
+soak: venv system-deps
 	$(BIN)/python -m pytest -q -m slow
 
 lint: venv

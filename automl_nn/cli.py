@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from automl_nn.errors import UsageError
+from automl_nn.errors import UsageError, WorkerFailure
 
 app = typer.Typer(
     name="automl-nn",
@@ -53,7 +53,7 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except UsageError as exc:
+        except (UsageError, WorkerFailure) as exc:
             err.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
             raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt as exc:
@@ -68,6 +68,14 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
 StorageOpt = Annotated[str | None, typer.Option(
     "--storage", help="Optuna storage URL (default: sqlite:///automl-nn.db in the working "
     "directory), or journal:PATH for a journal file.")]
+
+
+DeviceOpt = Annotated[str, typer.Option(
+    help="auto (CUDA when present), cpu, cuda (every GPU) or a list such as cuda:0,cuda:1.")]
+WorkersOpt = Annotated[int, typer.Option(
+    help="Worker processes on this machine sharing the study (CPU: cores are split between them).")]
+PerDeviceOpt = Annotated[int, typer.Option(
+    help="Worker processes per GPU, for small models that leave a GPU idle.")]
 
 
 @app.callback()
@@ -112,11 +120,14 @@ def search(
     data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored.")] = None,
     keep_weights: Annotated[str | None, typer.Option(
         help="Keep trained weights for export: pareto (front trials, default), all or none.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 1,
+    trials_per_device: PerDeviceOpt = 1,
 ) -> None:
     """Search architectures and hyperparameters; re-running the same command resumes the study."""
     from automl_nn import config as cfg
     from automl_nn import data, progress, study, summary
+    from automl_nn import workers as parallel
 
     raw = cfg.load_file(study_file) if study_file is not None else {}
     overrides = {
@@ -129,11 +140,41 @@ def search(
         "max_memory": max_memory,
     }
     config = cfg.resolve(raw, overrides)
+    slots = parallel.plan_slots(device, workers, trials_per_device)
     bundle = data.load(config.dataset, config.data_dir)
     cfg.check_against_data(config, bundle)
     _quiet_optuna()
-    result = study.run_search(config, bundle, progress.make_reporter(err), device)
+    for warning in parallel.storage_warnings(config.storage, len(slots)):
+        err.print(Text("warning: ", style="yellow") + Text(warning), highlight=False)
+    if len(slots) > 1:
+        err.print(f"{len(slots)} workers on {slots[0].device}, {slots[0].threads} torch thread(s) each")
+        result = parallel.run_parallel(config, slots)
+    else:
+        result = study.run_search(config, bundle, progress.make_reporter(err), slots[0].device)
     _print_rows(summary.front_rows(result), Format.table, title=f"Pareto front of {config.study_name}")
+
+
+@app.command()
+@handled
+def worker(
+    study_name: Annotated[str, typer.Argument(help="Study to join (created by `automl-nn search`).")],
+    storage: Annotated[str, typer.Option(
+        "--storage", help="The study's storage, e.g. postgresql+psycopg2://user@host/db.")],
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 1,
+    trials_per_device: PerDeviceOpt = 1,
+    data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored here.")] = None,
+) -> None:
+    """Join a running study from any machine; its config is read from the storage (no YAML)."""
+    from automl_nn import progress, study, summary
+    from automl_nn import workers as parallel
+
+    _quiet_optuna()
+    result = parallel.join_study(study_name, storage, device=device, workers=workers,
+                                 trials_per_device=trials_per_device, data_dir=data_dir,
+                                 reporter=progress.make_reporter(err))
+    err.print(f"study {study_name}: {study.count_done(result)} finished trials")
+    _print_rows(summary.front_rows(result), Format.table, title=f"Pareto front of {study_name}")
 
 
 @app.command()

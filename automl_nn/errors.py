@@ -28,6 +28,12 @@ class StorageError(UsageError):
     """A storage location that cannot be opened, or a study that does not match the request."""
 
 
+class WorkerFailure(Exception):
+    """Worker processes died and the search missed its target; running it again resumes."""
+
+    exit_code = 1
+
+
 class TrialFailure(Exception):
     """A trial that cannot produce a valid result; `reason` is stored as its `fail_reason`."""
 

@@ -9,6 +9,7 @@ Optuna's constraint keeps it off the front. A pruned trial stores `pruned_by` (t
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import traceback
@@ -94,20 +95,28 @@ class TrialRunner:
         except optuna.TrialPruned:
             raise  # Optuna records it PRUNED; `pruned_by` is already stored
         except KeyboardInterrupt as exc:
-            _mark_failed(trial, "interrupted", f"stopped by {exc or 'Ctrl-C'}")
+            mark_failed(trial, "interrupted", f"stopped by {exc or 'Ctrl-C'}")
             raise
         except UsageError as exc:
-            _mark_failed(trial, "config", str(exc))
+            mark_failed(trial, "config", str(exc))
             raise
         except TrialFailure as exc:
-            _mark_failed(trial, exc.reason, str(exc))
+            mark_failed(trial, exc.reason, str(exc))
             raise
         except Exception as exc:
-            _mark_failed(trial, type(exc).__name__, f"{exc}\n{traceback.format_exc(limit=3)}")
-            raise
+            if not is_out_of_memory(exc):
+                mark_failed(trial, type(exc).__name__, f"{exc}\n{traceback.format_exc(limit=3)}")
+                raise
+            failure = TrialFailure("oom", f"out of memory: {str(exc).strip().splitlines()[0][:300]}")
+        # Out of the handler, the exception's traceback and the frames holding the model, the
+        # optimizer and their tensors are gone; only now can their memory be given back.
+        release_memory(self.device)
+        mark_failed(trial, failure.reason, str(failure))
+        raise failure
 
     def _run(self, trial: optuna.Trial) -> Sequence[float]:
-        seed = trial_seed(self.config.seed, trial.number)
+        # A retry of a lost trial trains with the original trial's seed, so it repeats that trial.
+        seed = trial_seed(self.config.seed, original_number(trial))
         candidate = space.sample(trial, self.config.space, excluded_families=self.excluded,
                                  seed=seed)
         trial.set_user_attr("candidate", candidate.to_dict())
@@ -186,7 +195,28 @@ def objective_values(objectives: Sequence[str], values: dict[str, float]) -> lis
     return out
 
 
-def _mark_failed(trial: optuna.Trial, reason: str, message: str) -> None:
+def original_number(trial: optuna.Trial) -> int:
+    """The trial's number, or for a retry of a lost trial the number of the trial it repeats."""
+    system_attrs = trial.storage.get_trial(trial._trial_id).system_attrs
+    return int(system_attrs.get("failed_trial", trial.number))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA (or other accelerator) allocation failure: the trial was too big, not wrong."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def release_memory(device: torch.device) -> None:
+    """Give a failed trial's memory back before the next trial starts."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def mark_failed(trial: optuna.Trial, reason: str, message: str) -> None:
+    """Record why a trial failed (`fail_reason`, `fail_message`) while it can still be written."""
     trial.set_user_attr("fail_reason", reason)
     trial.set_user_attr("fail_message", message[:2000])
     log.warning("trial %d failed (%s): %s", trial.number, reason, message.splitlines()[0])

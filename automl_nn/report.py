@@ -447,6 +447,6 @@ def write_images(figs: dict[str, go.Figure], folder: Path) -> list[Path]:
             pio.write_images(list(figs.values()), paths, format="png", width=1400, height=None)
         except Exception as exc:  # kaleido's errors vary with what is missing (chromium, its deps)
             raise ReportError(f"static images: kaleido could not render them ({exc}). It needs "
-                              "chromium: `make chromium` or `apt-get install chromium`. The HTML "
+                              "chromium: `make system-deps` or `apt-get install chromium`. The HTML "
                               "report was written.") from None
     return paths

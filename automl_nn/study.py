@@ -12,39 +12,39 @@ import contextlib
 import logging
 import signal
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 import sqlalchemy.exc
 import torch
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import pruning, space, weights
+from automl_nn import pruning, recovery, space, weights
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle
 from automl_nn.errors import ConfigError, StorageError, suggest
-from automl_nn.objectives import Reporter, TrialRunner
+from automl_nn.objectives import Reporter, TrialRunner, mark_failed
+from automl_nn.recovery import BUSY_TIMEOUT_S, MAX_RETRY
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///automl-nn.db"
-BUSY_TIMEOUT_S = 60  # 16 writers with SQLite's 5 s default lost trials; 60 s lost none
-HEARTBEAT_INTERVAL_S = 30
-GRACE_PERIOD_S = max(4 * HEARTBEAT_INTERVAL_S, BUSY_TIMEOUT_S + 2 * HEARTBEAT_INTERVAL_S)
-MAX_RETRY = 2
 SAME_FAILURE_LIMIT = 3  # identical failures in a row that stop a search instead of burning it
 # Infeasible candidates cost no training and do not count toward --trials, so a space that is
 # (nearly) all over the constraints would loop; this many in a row stops the search instead.
 INFEASIBLE_LIMIT = 100
+# Failures that say nothing about the configuration: they never trip the breaker.
+CIRCUMSTANTIAL = ("oom", "stale", "interrupted")
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SQLITE_HEADER = b"SQLite format 3\x00"
+JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -76,27 +76,45 @@ def artifact_dir(url: str | None) -> Path:
 def open_storage(url: str | None, *, must_exist: bool = False) -> BaseStorage:
     """An Optuna storage for `url`; files that are not databases are refused without being touched.
 
-    `journal:PATH` (or a path ending in .log / .jsonl) opens a journal file; anything else is an
-    SQLAlchemy URL. `must_exist` refuses to create a new SQLite or journal file (read commands).
+    `journal:PATH`, `journal:///PATH` or a bare path ending in .log / .jsonl / .journal opens a
+    journal file; anything else is an SQLAlchemy URL (sqlite:///..., postgresql://...). RDB storage
+    gets heartbeats and stale-trial retries. `must_exist` refuses to create a new SQLite or journal
+    file (read commands).
     """
     url = storage_url(url)
-    if url.startswith("journal:"):
-        return _open_journal(Path(url.removeprefix("journal:")), must_exist)
+    journal = journal_path(url)
+    if journal is not None:
+        return _open_journal(journal, must_exist)
     if url.startswith("sqlite:///"):
         _check_sqlite_file(Path(url.removeprefix("sqlite:///")), must_exist)
+    beat = recovery.heartbeat_settings()
     try:
         with _no_experimental_warnings():
-            return RDBStorage(
+            return recovery.TaggingRDBStorage(
                 url,
                 engine_kwargs=_engine_kwargs(url),
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                heartbeat_interval=beat.interval,
+                grace_period=beat.grace,
+                heartbeat_stale_trial_callback=recovery.RetryStale(max_retry=MAX_RETRY),
             )
     except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError, ImportError) as exc:
         raise StorageError(f"storage {url}: cannot be opened ({_first_line(exc)}). Check the URL, "
                            "or run `optuna storage upgrade --storage URL` if it was made by an "
                            "older Optuna.") from None
+
+
+def journal_path(url: str) -> Path | None:
+    """The journal file a storage URL names, or None for a database URL."""
+    if url.startswith("journal:"):
+        rest = url.removeprefix("journal:")
+        return Path(rest.removeprefix("//") if rest.startswith("///") else rest)
+    if "://" not in url and url.endswith(JOURNAL_SUFFIXES):
+        return Path(url)
+    return None
+
+
+def is_sqlite(url: str | None) -> bool:
+    return storage_url(url).startswith("sqlite")
 
 
 @contextlib.contextmanager
@@ -173,9 +191,10 @@ def load_existing(name: str, storage: BaseStorage) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The sampler the config names, seeded with --seed."""
-    seed = config.seed
+def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler the config names, seeded with --seed (offset per worker, so that parallel
+    workers do not all propose the same first candidates)."""
+    seed = None if config.seed is None else config.seed + worker_index
     if config.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if config.sampler == "nsga2":
@@ -191,21 +210,29 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
     raise ConfigError(f"sampler: unknown sampler {config.sampler!r}.")
 
 
-def open_study(config: StudyConfig, storage: BaseStorage) -> optuna.Study:
-    """Create the study, or resume it after checking it asks the same question."""
-    sampler = make_sampler(config)
+def open_study(config: StudyConfig, storage: BaseStorage, worker_index: int = 0) -> optuna.Study:
+    """Create the study, or resume it after checking it asks the same question.
+
+    On resume the stored config takes the new trial budget, so `automl-nn worker`, which reads its
+    config from storage, works toward the target of the latest search.
+    """
+    sampler = make_sampler(config, worker_index)
     pruner = pruning.make_pruner(config)
     if config.study_name in study_names(storage):
         study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler,
                                   pruner=pruner)
         check_compatible(study, config)
+        stored = study.user_attrs.get("config", {})
+        if stored.get("trials") != config.trials or stored.get("timeout") != config.timeout:
+            study.set_user_attr("config", {**stored, "trials": config.trials,
+                                           "timeout": config.timeout})
         return study
     try:
         study = optuna.create_study(storage=storage, study_name=config.study_name,
                                     directions=config.directions(), sampler=sampler,  # type: ignore[arg-type]
                                     pruner=pruner)
     except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
-        return open_study(config, storage)
+        return open_study(config, storage, worker_index)
     with _no_experimental_warnings():
         study.set_metric_names(list(config.objectives))
     study.set_user_attr("config", config.to_raw())
@@ -276,12 +303,43 @@ def objective_names(study: optuna.Study) -> list[str]:
 # ---- the search loop -----------------------------------------------------------------------------
 
 
+class Budget(Protocol):
+    """Decides whether this process starts another trial.
+
+    Called before the first trial (`trial` None) and after each one. Several processes sharing a
+    study each hold their own Budget; see automl_nn.workers for the shared one.
+    """
+
+    def more(self, study: optuna.Study, trial: FrozenTrial | None) -> bool: ...
+
+
+@dataclass
+class StudyBudget:
+    """Run while the study holds fewer than `target` finished trials.
+
+    `count_running` also counts other workers' running trials, for workers on other machines that
+    share nothing but the storage (they may overshoot by a trial or two when they race).
+    """
+
+    target: int
+    count_running: bool = False
+
+    def more(self, study: optuna.Study, trial: FrozenTrial | None) -> bool:
+        done = count_done(study)
+        if self.count_running:
+            done += len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        return done < self.target
+
+
 @dataclass
 class _Stopper:
-    """Stops optimize() at the target count and after repeated identical failures."""
+    """Stops optimize() at the target count, on a deferred signal, and after repeated failures."""
 
     target: int
     reporter: Reporter
+    budget: Budget
+    graceful: GracefulStop
+    heartbeat: recovery.Heartbeat
     front_store: FileSystemArtifactStore | None = None  # drop weights of trials off the front
     streak: list[tuple[str, str]] = field(default_factory=list)
     infeasible: int = 0
@@ -290,10 +348,17 @@ class _Stopper:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.reporter.trial_finished(trial, study)
         self._track_failures(study, trial)
+        if self.graceful.pending is not None or self.tripped is not None:
+            study.stop()
+            return
+        # A sibling may have died. RDB storage needs nothing here: Optuna checks heartbeats itself
+        # before each trial. Journal leases are ours to check.
+        if isinstance(study._storage, JournalStorage):
+            recovery.reap_stale(study, self.heartbeat)
         if self.front_store is not None and trial.state == TrialState.COMPLETE:
             weights.drop_off_front(study, self.front_store, {t.number for t in front(study)})
         self._track_infeasible(study, trial)
-        if count_done(study) >= self.target:
+        if count_done(study) >= self.target or not self.budget.more(study, trial):
             study.stop()
 
     def _track_infeasible(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -305,11 +370,11 @@ class _Stopper:
             study.stop()
 
     def _track_failures(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state != TrialState.FAIL or "fail_reason" not in trial.user_attrs:
+        reason = str(trial.user_attrs.get("fail_reason", ""))
+        if trial.state != TrialState.FAIL or not reason or reason in CIRCUMSTANTIAL:
             self.streak.clear()
             return
-        key = (str(trial.user_attrs["fail_reason"]),
-               str(trial.user_attrs.get("fail_message", "")).splitlines()[0][:200])
+        key = (reason, str(trial.user_attrs.get("fail_message", "")).splitlines()[0][:200])
         if self.streak and self.streak[-1] != key:
             self.streak.clear()
         self.streak.append(key)
@@ -319,18 +384,70 @@ class _Stopper:
             study.stop()
 
 
-@contextlib.contextmanager
-def signals_as_interrupts() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the running trial like Ctrl-C does, instead of leaving it RUNNING."""
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise Interrupted(signum)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+
+@dataclass
+class GracefulStop:
+    """SIGINT, SIGTERM and SIGHUP end the running trial like Ctrl-C, never leaving it RUNNING.
+
+    Inside a trial the signal raises Interrupted at once, so the trial is closed as FAIL
+    (`interrupted`). Outside a trial (a storage write, the sampler) raising could leave a trial
+    half-written, so the signal is remembered and the search stops before the next trial. A second
+    signal while the first is being handled is remembered, not raised again.
+    """
+
+    armed: bool = False
+    pending: int | None = None
+    study: optuna.Study | None = None
+
+    def handler(self, signum: int, _frame: FrameType | None) -> None:
+        if self.pending is None:
+            self.pending = signum
+        if self.armed:
+            self.armed = False
+            raise Interrupted(signum)
+        if self.study is not None:
+            with contextlib.suppress(RuntimeError):  # outside optimize() there is nothing to stop
+                self.study.stop()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[GracefulStop]:
+        previous = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    @contextlib.contextmanager
+    def in_trial(self) -> Iterator[None]:
+        self.armed = True
+        try:
+            yield
+        finally:
+            self.armed = False
+
+    def raise_if_pending(self) -> None:
+        if self.pending is not None:
+            raise Interrupted(self.pending)
+
+
+@dataclass
+class _GuardedTrial:
+    """The trial function as optimize() sees it: signals armed, and a lease on journal storage."""
+
+    runner: TrialRunner
+    graceful: GracefulStop
+    heartbeat: recovery.Heartbeat
+
+    def __call__(self, trial: optuna.Trial) -> Sequence[float]:
+        with recovery.hold_lease(trial.storage, trial._trial_id, self.heartbeat.interval):
+            if self.graceful.pending is not None:  # the signal came between ask() and here
+                mark_failed(trial, "interrupted", f"stopped by {signal.Signals(self.graceful.pending).name}")
+                self.graceful.raise_if_pending()
+            with self.graceful.in_trial():
+                return self.runner(trial)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -343,26 +460,50 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def prepare(config: StudyConfig, worker_index: int = 0) -> optuna.Study:
+    """Open (or create) the study and reap trials whose worker died, before anything is counted."""
+    study = open_study(config, open_storage(config.storage), worker_index)
+    reaped = recovery.reap_stale(study, recovery.heartbeat_settings())
+    if reaped:
+        log.warning("trials %s were left running by a worker that is gone: failed (stale) and "
+                    "queued again with the same parameters", reaped)
+    return study
+
+
 def run_search(
-    config: StudyConfig, bundle: DataBundle, reporter: Reporter, device: str = "auto"
+    config: StudyConfig, bundle: DataBundle, reporter: Reporter, device: str = "auto",
+    *, budget: Budget | None = None, worker_index: int = 0,
 ) -> optuna.Study:
     """Run (or resume) the search until the study holds `config.trials` finished trials."""
-    storage = open_storage(config.storage)
-    study = open_study(config, storage)
-    if "data" not in study.user_attrs:  # export needs the input shape, classes and statistics
-        study.set_user_attr("data", bundle.describe())
-    if count_done(study) >= config.trials:
-        return study
-    torch_device = resolve_device(device)
-    store = None if config.keep_weights == "none" else weights.open_store(storage_url(config.storage))
-    runner = TrialRunner(config, bundle.to(torch_device), torch_device, reporter, store)
-    stopper = _Stopper(config.trials, reporter, store if config.keep_weights == "pareto" else None)
-    reporter.start(config.study_name, count_done(study), config.trials)
-    try:
-        with signals_as_interrupts():
-            study.optimize(runner, timeout=config.timeout, catch=(Exception,), callbacks=[stopper])
-    finally:
-        reporter.stop()
+    graceful = GracefulStop()
+    with graceful.installed():
+        study = prepare(config, worker_index)
+        graceful.study = study
+        if "data" not in study.user_attrs:  # export needs the input shape, classes and statistics
+            study.set_user_attr("data", bundle.describe())
+        budget = budget or StudyBudget(config.trials)
+        if count_done(study) >= config.trials or not budget.more(study, None):
+            graceful.raise_if_pending()
+            return study
+        torch_device = resolve_device(device)
+        store = None if config.keep_weights == "none" else weights.open_store(storage_url(config.storage))
+        runner = TrialRunner(config, bundle.to(torch_device), torch_device, reporter, store)
+        beat = recovery.heartbeat_settings()
+        stopper = _Stopper(config.trials, reporter, budget, graceful, beat,
+                           front_store=store if config.keep_weights == "pareto" else None)
+        reporter.start(config.study_name, count_done(study), config.trials)
+        try:
+            graceful.raise_if_pending()
+            study.optimize(_GuardedTrial(runner, graceful, beat), timeout=config.timeout,
+                           catch=(Exception,), callbacks=[stopper])
+        finally:
+            reporter.stop()
+        graceful.raise_if_pending()
     if stopper.tripped is not None:
         raise ConfigError(f"{stopper.tripped}; the study keeps its finished trials.")
     return study
+
+
+def with_storage(config: StudyConfig, storage: str) -> StudyConfig:
+    """The same config pointed at another storage URL (a worker's view of a shared study)."""
+    return replace(config, storage=storage)

@@ -1,6 +1,6 @@
 """Headless chromium for tests: Debian's /usr/bin/chromium driven by Playwright (nothing downloaded).
 
-`make test` installs chromium when it is missing (`make chromium`); where it is still absent the
+`make test` installs chromium when it is missing (`make system-deps`); where it is still absent the
 browser tests are skipped with the reason, never failed.
 """
 
@@ -23,7 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def browser_context() -> Iterator[Any]:
     """One browser per test module (launching costs seconds on a busy machine); yields a context."""
     if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed; `make chromium` installs it (Debian package)")
+        pytest.skip("chromium is not installed; `make system-deps` installs it (Debian package)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with tempfile.TemporaryDirectory() as profile, sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
