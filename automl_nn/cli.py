@@ -113,6 +113,10 @@ def search(
     keep_weights: Annotated[str | None, typer.Option(
         help="Keep trained weights for export: pareto (front trials, default), all or none.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    smoke: Annotated[bool, typer.Option(
+        "--smoke", help="Check a study end to end fast: 2 trials of 1 epoch on 512 training samples, "
+        "in a fresh study NAME-smoke (replaced on every smoke run; the real study is untouched).")]
+    = False,
 ) -> None:
     """Search architectures and hyperparameters; re-running the same command resumes the study."""
     from automl_nn import config as cfg
@@ -130,6 +134,10 @@ def search(
     }
     config = cfg.resolve(raw, overrides)
     bundle = data.load(config.dataset, config.data_dir)
+    if smoke:
+        config = cfg.smoke(config)
+        bundle = data.shrink(bundle, cfg.SMOKE_SAMPLES)
+        study.delete_smoke_study(config.study_name, config.storage)
     cfg.check_against_data(config, bundle)
     _quiet_optuna()
     result = study.run_search(config, bundle, progress.make_reporter(err), device)

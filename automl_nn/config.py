@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +229,13 @@ TOP_KEYS = ("dataset", "objectives", "trials", "timeout", "study_name", "storage
 PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
 
 
+# `search --smoke`: the study's own code path on little data, to check a study file end to end fast.
+SMOKE_TRIALS = 2
+SMOKE_EPOCHS = 1
+SMOKE_SAMPLES = 512  # training samples (validation and test get half as many each)
+SMOKE_SUFFIX = "-smoke"  # smoke runs never touch the real study of the same name
+
+
 @dataclass(frozen=True)
 class PrunerConfig:
     """Warm-up and noise margin shared by every pruner.
@@ -322,6 +329,14 @@ class StudyConfig:
                               if metric in self.limits()}
         raw["space"] = self.space.to_raw()
         return raw
+
+
+def smoke(config: StudyConfig) -> StudyConfig:
+    """The smoke version of a study: 2 trials of 1 epoch, no timeout, in its own `NAME-smoke` study."""
+    params = tuple((name, Fixed(SMOKE_EPOCHS) if name == "epochs" else param)
+                   for name, param in config.space.items())
+    return replace(config, trials=SMOKE_TRIALS, timeout=None, space=SpaceConfig(params),
+                   study_name=config.study_name + SMOKE_SUFFIX)
 
 
 # ---- parsing -------------------------------------------------------------------------------------
