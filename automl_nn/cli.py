@@ -277,6 +277,55 @@ def train_cmd(
 
 @app.command()
 @handled
+def ablate(
+    study_name: Annotated[str, typer.Argument(help="Study name.")],
+    trial: Annotated[int | None, typer.Option(
+        help="Baseline trial (default: the knee of the front; the best trial for one objective).")]
+    = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for ablate.html and ablate.json.")]
+    = Path("ablate"),
+    factors: Annotated[str | None, typer.Option(
+        help="Comma-separated parameters to vary (default: every one the baseline sampled).")] = None,
+    points: Annotated[int, typer.Option(help="Values per numeric range (log-spaced when log).")] = 5,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Change the baseline: NAME=VALUE (repeatable), e.g. --set lr=0.01.")] = None,
+    storage: StorageOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Vary one factor at a time from a baseline trial; learning curves per factor in one HTML page."""
+    from automl_nn import ablate as abl
+    from automl_nn import study
+
+    loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    names = [f.strip() for f in factors.split(",") if f.strip()] if factors else None
+    result = abl.run_ablation(
+        loaded, trial=trial, factors=names, points=points, overrides=_assignments(set_ or []),
+        device=str(study.resolve_device(device)),
+        on_variant=lambda f, v: err.print(f"{f}={v.value}: " + (
+            f"val_accuracy={v.accuracy:.4f}" if v.accuracy is not None else f"failed ({v.error})"),
+            highlight=False))
+    html_path, json_path = abl.write(result, out_dir)
+    rows = [{"factor": f, "value": v.value, "baseline": v.baseline, "accuracy": v.accuracy,
+             "test_accuracy": v.test_accuracy} for f, vs in result.factors.items() for v in vs]
+    _print_rows(rows, Format.table, title=f"{study_name}: one factor at a time from trial {result.trial}")
+    out.print(f"wrote {html_path} and {json_path}", highlight=False)
+
+
+def _assignments(items: list[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs, the values read as YAML scalars (0.01, true, relu)."""
+    import yaml
+
+    pairs: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--set: expected NAME=VALUE such as lr=0.01, but got {item!r}.")
+        pairs[name.strip()] = yaml.safe_load(value)
+    return pairs
+
+
+@app.command()
+@handled
 def datasets() -> None:
     """List the datasets that can be searched on, and where they come from."""
     from automl_nn import data
