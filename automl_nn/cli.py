@@ -123,6 +123,10 @@ def search(
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 1,
     trials_per_device: PerDeviceOpt = 1,
+    smoke: Annotated[bool, typer.Option(
+        "--smoke", help="Check a study end to end fast: 2 trials of 1 epoch on 512 training samples, "
+        "in a fresh study NAME-smoke (replaced on every smoke run; the real study is untouched).")]
+    = False,
 ) -> None:
     """Search architectures and hyperparameters; re-running the same command resumes the study."""
     from automl_nn import config as cfg
@@ -142,7 +146,12 @@ def search(
     config = cfg.resolve(raw, overrides)
     slots = parallel.plan_slots(device, workers, trials_per_device)
     bundle = data.load(config.dataset, config.data_dir)
+    if smoke:  # one process: worker processes would load the full data set
+        config, slots = cfg.smoke(config), slots[:1]
+        bundle = data.shrink(bundle, cfg.SMOKE_SAMPLES)
     cfg.check_against_data(config, bundle)
+    if smoke:
+        study.delete_smoke_study(config.study_name, config.storage)
     _quiet_optuna()
     for warning in parallel.storage_warnings(config.storage, len(slots)):
         err.print(Text("warning: ", style="yellow") + Text(warning), highlight=False)
@@ -306,6 +315,55 @@ def train_cmd(
                                      f"val_loss={r.val_loss:.4f}"))
     _print_rows([{**result.values, "test_accuracy": result.test_accuracy}], Format.table,
                 title=f"{source} trained on {job.dataset}")
+
+
+@app.command()
+@handled
+def ablate(
+    study_name: Annotated[str, typer.Argument(help="Study name.")],
+    trial: Annotated[int | None, typer.Option(
+        help="Baseline trial (default: the knee of the front; the best trial for one objective).")]
+    = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for ablate.html and ablate.json.")]
+    = Path("ablate"),
+    factors: Annotated[str | None, typer.Option(
+        help="Comma-separated parameters to vary (default: every one the baseline sampled).")] = None,
+    points: Annotated[int, typer.Option(help="Values per numeric range (log-spaced when log).")] = 5,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Change the baseline: NAME=VALUE (repeatable), e.g. --set lr=0.01.")] = None,
+    storage: StorageOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Vary one factor at a time from a baseline trial; learning curves per factor in one HTML page."""
+    from automl_nn import ablate as abl
+    from automl_nn import study
+
+    loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    names = [f.strip() for f in factors.split(",") if f.strip()] if factors else None
+    result = abl.run_ablation(
+        loaded, trial=trial, factors=names, points=points, overrides=_assignments(set_ or []),
+        device=str(study.resolve_device(device)),
+        on_variant=lambda f, v: err.print(f"{f}={v.value}: " + (
+            f"val_accuracy={v.accuracy:.4f}" if v.accuracy is not None else f"failed ({v.error})"),
+            highlight=False))
+    html_path, json_path = abl.write(result, out_dir)
+    rows = [{"factor": f, "value": v.value, "baseline": v.baseline, "accuracy": v.accuracy,
+             "test_accuracy": v.test_accuracy} for f, vs in result.factors.items() for v in vs]
+    _print_rows(rows, Format.table, title=f"{study_name}: one factor at a time from trial {result.trial}")
+    out.print(f"wrote {html_path} and {json_path}", highlight=False)
+
+
+def _assignments(items: list[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs, the values read as YAML scalars (0.01, true, relu)."""
+    import yaml
+
+    pairs: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--set: expected NAME=VALUE such as lr=0.01, but got {item!r}.")
+        pairs[name.strip()] = yaml.safe_load(value)
+    return pairs
 
 
 @app.command()

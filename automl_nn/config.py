@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,11 @@ def _schedule_uses_step(values: Mapping[str, Any]) -> bool:
     return bool(optim.SCHEDULES.get(str(values["schedule"])).uses_step)
 
 
-WIDTH_MODES = ("uniform", "per_layer")
+def _gated(values: Mapping[str, Any]) -> bool:
+    return values.get("width_mode") == "gated"
+
+
+WIDTH_MODES = ("uniform", "per_layer", "gated")
 _CONV = f"family is convolutional ({_where(blocks.FAMILIES, 'convolutional')})"
 _LOG = {"log": True}
 
@@ -143,12 +147,19 @@ RULES: dict[str, Rule] = {
     # ---- architecture
     "family": Rule(str, ["linear", "conv2d", "conv2d_linear"], blocks.FAMILIES.names,
                    help="layer family"),
-    "depth": Rule(int, {"low": 1, "high": 3}, minimum=1,
-                  help="number of hidden layers (residual blocks for resnet)"),
+    "depth": Rule(int, {"low": 1, "high": 3}, minimum=0,
+                  help="number of hidden layers (residual blocks for resnet); 0: the output layer only"),
     "width_mode": Rule(str, "uniform", lambda: list(WIDTH_MODES),
-                       help="uniform: one width for all layers; per_layer: a layer{i}.width each"),
+                       help="uniform: one width for all layers; per_layer: a layer{i}.width each; "
+                            "gated: one starting width, shrunk during training by per-neuron gates "
+                            "(linear family)"),
     "width": Rule(int, {"low": 8, "high": 128, **_LOG}, minimum=1,
-                  help="units (linear) or channels (conv, resnet) per hidden layer"),
+                  help="units (linear) or channels (conv, resnet) per hidden layer "
+                       "(gated: the starting width)"),
+    "gate_l1": Rule(float, 1.0e-4, minimum=0.0, applies=_gated, condition="width_mode is gated",
+                    help="L1 strength on the gates: gate_l1 * sum|g| added to the loss"),
+    "gate_threshold": Rule(float, 0.01, minimum=0.0, applies=_gated, condition="width_mode is gated",
+                           help="after training, neurons with |gate| <= this are cut out"),
     "kernel_size": Rule(int, 3, minimum=1, applies=_conv_family, condition=_CONV,
                         help="convolution kernel size (\"same\" padding)"),
     "stride": Rule(int, 1, minimum=1, applies=_conv_family, condition=_CONV,
@@ -216,6 +227,13 @@ CONSTRAINT_KEYS = {"max_params": "params", "max_flops": "flops", "max_memory": "
 TOP_KEYS = ("dataset", "objectives", "trials", "timeout", "study_name", "storage", "sampler",
             "pruner", "seed", "data_dir", "keep_weights", "constraints", *CONSTRAINT_KEYS, "space")
 PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
+
+
+# `search --smoke`: the study's own code path on little data, to check a study file end to end fast.
+SMOKE_TRIALS = 2
+SMOKE_EPOCHS = 1
+SMOKE_SAMPLES = 512  # training samples (validation and test get half as many each)
+SMOKE_SUFFIX = "-smoke"  # smoke runs never touch the real study of the same name
 
 
 @dataclass(frozen=True)
@@ -313,6 +331,14 @@ class StudyConfig:
         return raw
 
 
+def smoke(config: StudyConfig) -> StudyConfig:
+    """The smoke version of a study: 2 trials of 1 epoch, no timeout, in its own `NAME-smoke` study."""
+    params = tuple((name, Fixed(SMOKE_EPOCHS) if name == "epochs" else param)
+                   for name, param in config.space.items())
+    return replace(config, trials=SMOKE_TRIALS, timeout=None, space=SpaceConfig(params),
+                   study_name=config.study_name + SMOKE_SUFFIX)
+
+
 # ---- parsing -------------------------------------------------------------------------------------
 
 
@@ -351,7 +377,19 @@ def resolve(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
     config = StudyConfig(space=parse_space(space_raw), **_parse_top(merged))
     _check_grid(config)
     _check_pruner(config)
+    _check_gated(config.space)
     return config
+
+
+def _check_gated(space: SpaceConfig) -> None:
+    """Gates sit on dense hidden layers, which only the linear family has."""
+    if "gated" not in _values(space["width_mode"]):
+        return
+    others = [str(f) for f in _values(space["family"]) if blocks.FAMILIES.get(str(f)).convolutional]
+    if others:
+        raise ConfigError(f"space.width_mode: gated shrinks dense hidden layers, which only the linear "
+                          f"family has, but family may be {', '.join(others)}. Set family: linear, or "
+                          "drop gated from width_mode.")
 
 
 def _reject_unknown(mapping: Mapping[str, Any], allowed: tuple[str, ...] | list[str], where: str) -> None:

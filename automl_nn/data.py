@@ -92,6 +92,24 @@ def load(name: str, data_dir: str | None = None) -> DataBundle:
     return _CACHE[key]
 
 
+def shrink(bundle: DataBundle, n_train: int, n_eval: int | None = None) -> DataBundle:
+    """A smaller bundle: `n_train` training samples, `n_eval` (default n_train // 2) in val and test.
+
+    Samples are a fixed random subset of each split (the same every run); the normalization
+    statistics stay those of the full training split. For smoke runs: the same code path, less data.
+    """
+    import torch
+
+    n_eval = max(n_train // 2, 1) if n_eval is None else n_eval
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    cut = {}
+    for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
+        x, y = getattr(bundle, f"x_{split}"), getattr(bundle, f"y_{split}")
+        keep = torch.randperm(x.shape[0], generator=generator)[:n].sort().values.to(x.device)
+        cut[f"x_{split}"], cut[f"y_{split}"] = x[keep], y[keep]
+    return replace(bundle, **cut)
+
+
 def split_indices(
     labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int = SPLIT_SEED
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

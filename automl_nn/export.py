@@ -27,7 +27,7 @@ from automl_nn import __version__, metrics, weights
 from automl_nn.data import load as load_dataset
 from automl_nn.errors import StorageError, UsageError
 from automl_nn.model import build
-from automl_nn.objectives import static_signature, trained_metrics
+from automl_nn.objectives import shrink_trained, static_signature, trained_metrics
 from automl_nn.spec import ArchSpec, Candidate, TrainSpec
 from automl_nn.train import EpochResult, evaluate, fit, prepared, seed_everything
 
@@ -155,24 +155,40 @@ def export_trial(
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / "weights.pt"
     if retrain:
-        _retrain_to(candidate, data, study, weights_path)
+        arch = _retrain_to(candidate, data, study, weights_path)
     else:
         weights.fetch_weights(trial, weights.open_store(storage_url), weights_path)
-    model = build(candidate.arch, tuple(data["input_shape"]), int(data["n_outputs"]))
+        arch = trained_arch(trial, candidate)
+    model = build(arch, tuple(data["input_shape"]), int(data["n_outputs"]))
     model.load_state_dict(weights.load_state(weights_path))
     model.eval()
     values = ", ".join(f"{k}={v:.4g}" for k, v in zip(study.metric_names or [], trial.values or [],
                                                         strict=False))
-    header = (f'automl-nn export: study "{study.study_name}", trial {number}: {candidate.arch.family}, '
-              f"{candidate.arch.depth} layers, {candidate.arch.activation}; {values}.")
+    shrunk = f" (gated, shrunk from width {candidate.arch.widths[0]})" if candidate.arch.gated else ""
+    header = (f'automl-nn export: study "{study.study_name}", trial {number}: {arch.family}, '
+              f"{arch.depth} layers {list(arch.widths)}{shrunk}, {arch.activation}; {values}.")
     source = generate_source(model, header, data)
     _write_checked(out, source, model, data)
-    (out / "arch.json").write_text(json.dumps(candidate.arch.to_dict(), indent=2) + "\n")
-    meta = _meta(study, trial, candidate, data, weights.sha256_file(weights_path), out)
+    (out / "arch.json").write_text(json.dumps(arch.to_dict(), indent=2) + "\n")
+    meta = _meta(study, trial, Candidate(arch, candidate.train), data,
+                 weights.sha256_file(weights_path), out)
+    if candidate.arch.gated:
+        meta["searched_arch"] = candidate.arch.to_dict()
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     if onnx:
         export_onnx(model, tuple(data["input_shape"]), out / "model.onnx")
     return Exported(number, out, meta["objectives"])
+
+
+def trained_arch(trial: FrozenTrial, candidate: Candidate) -> ArchSpec:
+    """The architecture of a trial's kept weights: a gated one is stored shrunk to its widths."""
+    if not candidate.arch.gated:
+        return candidate.arch
+    widths = trial.user_attrs.get("effective_widths")
+    if widths is None:
+        raise StorageError(f"trial {trial.number} is gated but records no effective_widths; "
+                           "export it with --retrain.")
+    return candidate.arch.shrunk(tuple(int(w) for w in widths))
 
 
 def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:
@@ -236,10 +252,12 @@ def _meta(study: optuna.Study, trial: FrozenTrial, candidate: Candidate, data: d
 
 
 def _retrain_to(candidate: Candidate, described: dict[str, Any], study: optuna.Study,
-                dest: Path) -> None:
+                dest: Path) -> ArchSpec:
+    """Train the candidate again, save its weights to `dest`; returns the trained architecture."""
     config = study.user_attrs.get("config", {})
     result = train_candidate(candidate, str(described["dataset"]), config.get("data_dir"))
     torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, dest)
+    return result.arch
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
@@ -266,11 +284,16 @@ def export_front(study: optuna.Study, out: Path, storage_url: str, *, retrain: b
 
 @dataclass
 class Trained:
-    """A trained model and the metrics a trial would have recorded for it."""
+    """A trained model and the metrics a trial would have recorded for it.
+
+    For a gated candidate, `model` is the shrunk network and `arch` its plain architecture.
+    """
 
     model: nn.Module
     values: dict[str, float]
     test_accuracy: float
+    arch: ArchSpec
+    history: list[EpochResult]
 
 
 def train_candidate(
@@ -288,8 +311,13 @@ def train_candidate(
     model.to(device)
     history = fit(model, bundle, candidate.train, on_epoch=on_epoch)
     values.update(trained_metrics(history))
+    arch = candidate.arch
+    if arch.gated:
+        model, shrunk = shrink_trained(model, candidate, bundle)
+        values.update(shrunk.values)
+        arch = shrunk.arch
     test = evaluate(model, prepared(bundle, candidate.train), bundle.x_test, bundle.y_test)
-    return Trained(model, values, test.accuracy)
+    return Trained(model, values, test.accuracy, arch, history.epochs)
 
 
 # ---- loading -------------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ def _check_arch(arch: ArchSpec) -> None:
     _one_of(arch.dropout_at, DROPOUT_PLACES, "arch.dropout_at")
     if not 0.0 <= arch.dropout < 1.0:
         raise ConfigError(f"arch.dropout: must satisfy 0 <= dropout < 1, but got {arch.dropout}.")
+    if arch.gated and FAMILIES.get(arch.family).convolutional:
+        raise ConfigError(f"arch.gated: gates sit on dense hidden layers, which the {arch.family} "
+                          "family does not have. Use the linear family, or gated: false.")
     if arch.kernel_size < 1 or arch.stride < 1 or min(arch.widths, default=1) < 1:
         raise ConfigError(f"arch: kernel_size, stride and widths must be >= 1, but got "
                           f"kernel_size={arch.kernel_size}, stride={arch.stride}, "

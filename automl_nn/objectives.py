@@ -9,6 +9,7 @@ Optuna's constraint keeps it off the front. A pruned trial stores `pruned_by` (t
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import math
@@ -20,13 +21,16 @@ from typing import Any, Protocol
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
+from torch import nn
 
 from automl_nn import metrics, pruning, space
+from automl_nn.blocks import effective_widths, shrink
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle
 from automl_nn.errors import NonFiniteError, TrialFailure, UsageError
+from automl_nn.losses import make_loss
 from automl_nn.model import applicable_families, build
-from automl_nn.spec import Candidate
+from automl_nn.spec import ArchSpec, Candidate
 from automl_nn.train import EpochResult, History, evaluate, fit, prepared, seed_everything
 from automl_nn.weights import save_weights
 
@@ -134,6 +138,11 @@ class TrialRunner:
         history = fit(model, self.bundle, candidate.train,
                       on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs))
         values.update(trained_metrics(history))
+        if candidate.arch.gated:
+            trial.set_user_attr("start_params", values["params"])  # before the cut
+            model, shrunk = shrink_trained(model, candidate, self.bundle)
+            values.update(shrunk.values)
+            trial.set_user_attr("effective_widths", list(shrunk.arch.widths))
         # the test split is seen as training saw its inputs (normalized or not)
         test = evaluate(model, prepared(self.bundle, candidate.train), self.bundle.x_test,
                         self.bundle.y_test)
@@ -178,6 +187,34 @@ def trained_metrics(history: History) -> dict[str, float]:
     last = history.last
     return {"accuracy": last.val_accuracy, "error": 1.0 - last.val_accuracy,
             "loss": last.val_loss, "train_time": history.train_seconds}
+
+
+@dataclass(frozen=True)
+class Shrunk:
+    """A gated network after training, cut to its effective widths."""
+
+    arch: ArchSpec  # the plain architecture it shrank to (gated=False, the effective widths)
+    values: dict[str, float]  # its static metrics and validation accuracy, error and loss
+
+
+def shrink_trained(model: nn.Module, candidate: Candidate, bundle: DataBundle) -> tuple[nn.Module, Shrunk]:
+    """Cut a trained gated network to its effective widths; re-measure what the cut changes.
+
+    Static costs are those of the shrunk network (what export writes and what a user deploys), and
+    validation is measured again on it: the gates at or below the threshold count as zero there.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"a gated network is an nn.Sequential, but got {type(model).__name__}")
+    threshold = candidate.arch.gate_threshold
+    arch = candidate.arch.shrunk(effective_widths(model, threshold))
+    small = shrink(model, threshold)
+    # static metrics measure one input on the CPU, on a copy so the trained model stays put
+    values = metrics.static_metrics(copy.deepcopy(small).cpu(), bundle.input_shape,
+                                    static_signature(Candidate(arch, candidate.train)))
+    val = evaluate(small, prepared(bundle, candidate.train), bundle.x_val, bundle.y_val,
+                   make_loss(candidate.train.loss, candidate.train.label_smoothing))
+    values.update({"accuracy": val.accuracy, "error": 1.0 - val.accuracy, "loss": val.loss})
+    return small, Shrunk(arch, values)
 
 
 def _store(trial: optuna.Trial, values: dict[str, float]) -> None:

@@ -381,8 +381,6 @@ def front_table(data: ReportData) -> str:
 
 def render_html(data: ReportData, figs: dict[str, go.Figure]) -> str:
     """One self-contained HTML page: plotly.js inline, every figure, the front table, warnings."""
-    from plotly.offline import get_plotlyjs
-
     objectives = ", ".join(f"{o.label}, {'max' if o.maximize else 'min'}imized" for o in data.objectives)
     states = ", ".join(f"{k} {v}" for k, v in data.states.items() if v)
     parts = [f"<h1>automl-nn report: {html.escape(data.study)}</h1>",
@@ -400,9 +398,16 @@ def render_html(data: ReportData, figs: dict[str, go.Figure]) -> str:
                          + (f'<p class="note">{html.escape(note)}</p>' if note else "") + "</section>")
     parts.append(f"<section><h2>The front</h2>{front_table(data)}</section>")
     parts.append(f'<section class="note"><p>{html.escape(_method_note(data))}</p></section>')
+    return page(f"automl-nn: {data.study}", "".join(parts))
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page: plotly.js inline (no CDN), the report's style, `body` as given."""
+    from plotly.offline import get_plotlyjs
+
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
-            f"<title>automl-nn: {html.escape(data.study)}</title><style>{CSS}</style>"
-            f"<script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>")
+            f"<title>{html.escape(title)}</title><style>{CSS}</style>"
+            f"<script>{get_plotlyjs()}</script></head><body>{body}</body></html>")
 
 
 def _method_note(data: ReportData) -> str:

@@ -20,7 +20,7 @@ from automl_nn.spec import ArchSpec, Candidate, TrainSpec
 
 
 def sample(
-    trial: optuna.Trial, space: SpaceConfig, *, excluded_families: Mapping[str, str] | None = None,
+    trial: optuna.trial.BaseTrial, space: SpaceConfig, *, excluded_families: Mapping[str, str] | None = None,
     seed: int = 0,
 ) -> Candidate:
     """Draw one candidate from `space`; families in `excluded_families` are never offered."""
@@ -62,7 +62,7 @@ def restrict_families(param: Param, excluded: Mapping[str, str]) -> Param:
     return Choice(kept) if len(kept) > 1 else Fixed(kept[0])
 
 
-def _suggest(trial: optuna.Trial, name: str, param: Param) -> Any:
+def _suggest(trial: optuna.trial.BaseTrial, name: str, param: Param) -> Any:
     if isinstance(param, Fixed):
         return param.value
     if isinstance(param, Choice):
@@ -84,6 +84,7 @@ def to_candidate(values: Mapping[str, Any], seed: int = 0) -> Candidate:
         activation=str(get("activation")), kernel_size=int(get("kernel_size")),
         stride=int(get("stride")), pool=str(get("pool")), batch_norm=bool(get("batch_norm")),
         dropout=float(get("dropout")), dropout_at=str(get("dropout_at")),
+        gated=get("width_mode") == "gated", gate_threshold=float(get("gate_threshold")),
     )
     train = TrainSpec(
         optimizer=str(get("optimizer")), lr=float(get("lr")), batch_size=int(get("batch_size")),
@@ -93,6 +94,7 @@ def to_candidate(values: Mapping[str, Any], seed: int = 0) -> Candidate:
         init=str(get("init")), init_std=float(get("init_std")), schedule=str(get("schedule")),
         lr_gamma=float(get("lr_gamma")), lr_step=int(get("lr_step")),
         normalize=bool(get("normalize")),
+        gate_l1=float(get("gate_l1")) if get("width_mode") == "gated" else 0.0,
     )
     return Candidate(arch, train)
 
@@ -159,9 +161,10 @@ def describe(space: SpaceConfig) -> list[dict[str, str]]:
             rows.append({**row, "name": layer_name("{i}", "width"),
                          "applies": f"when width_mode is per_layer, for i = 1..depth "
                                     f"(up to {_max_depth(space)})"})
-            if "uniform" not in _options(space["width_mode"]):
+            single = [m for m in _options(space["width_mode"]) if m != "per_layer"]
+            if not single:
                 continue
-            row["applies"] = "when width_mode is uniform"
+            row["applies"] = f"when width_mode is {' or '.join(single)}"
         rows.append(row)
     return rows
 

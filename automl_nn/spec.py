@@ -45,6 +45,10 @@ class ArchSpec:
     batch_norm: bool = False
     dropout: float = 0.0
     dropout_at: str = "dense"  # "dense", "conv" or "both" (seed 003's three placements)
+    # width_mode gated: a Gate after each dense hidden layer; after training, neurons whose gate is
+    # at or below gate_threshold in magnitude are cut out (seed 001's sparsifier)
+    gated: bool = False
+    gate_threshold: float = 0.01
 
     def __post_init__(self) -> None:
         if len(self.widths) != self.depth:
@@ -57,6 +61,10 @@ class ArchSpec:
         data = dataclasses.asdict(self)
         data["widths"] = list(self.widths)
         return data
+
+    def shrunk(self, widths: tuple[int, ...]) -> ArchSpec:
+        """The plain (ungated) architecture a gated one shrank to: same layers, `widths` wide."""
+        return dataclasses.replace(self, widths=tuple(widths), gated=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
@@ -90,6 +98,7 @@ class TrainSpec:
     lr_gamma: float = 0.8  # seed 003 decays the learning rate by about 20% per epoch
     lr_step: int = 2
     normalize: bool = True
+    gate_l1: float = 0.0  # L1 strength on the gates of a gated architecture
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import pruning, recovery, space, weights
-from automl_nn.config import StudyConfig
+from automl_nn.config import SMOKE_SUFFIX, StudyConfig
 from automl_nn.data import DataBundle
 from automl_nn.errors import ConfigError, StorageError, suggest
 from automl_nn.objectives import Reporter, TrialRunner, mark_failed
@@ -189,6 +189,21 @@ def load_existing(name: str, storage: BaseStorage) -> optuna.Study:
         raise StorageError(f'study "{name}" does not exist in this storage.{suggest(name, names)} '
                            f"Studies here: {listing}.")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def delete_smoke_study(name: str, url: str | None) -> bool:
+    """Delete the smoke study `name` (`...-smoke`) if it exists, so a smoke run starts over.
+
+    Returns whether there was one. Refuses any other name: real studies are never deleted here.
+    """
+    if not name.endswith(SMOKE_SUFFIX):
+        raise ValueError(f"only smoke studies (*{SMOKE_SUFFIX}) are deleted, not {name!r}")
+    storage = open_storage(url)
+    if name not in study_names(storage):
+        return False
+    optuna.delete_study(study_name=name, storage=storage)
+    log.info("deleted the previous smoke study %s", name)
+    return True
 
 
 def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:

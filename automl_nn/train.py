@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from automl_nn.blocks import init_weights
+from automl_nn.blocks import gates, init_weights
 from automl_nn.data import DataBundle
 from automl_nn.errors import NonFiniteError
 from automl_nn.losses import LOSSES, LossFn, make_loss
@@ -134,7 +134,8 @@ def _make_loop(model: nn.Module, bundle: DataBundle, spec: TrainSpec) -> _Loop:
     per_step = SCHEDULES.get(spec.schedule).per_step
     return _Loop(
         loss_fn=make_loss(spec.loss, spec.label_smoothing), optimizer=optimizer,
-        penalty=weight_penalty(model, spec.l1, spec.l2),
+        penalty=_sum_penalties(weight_penalty(model, spec.l1, spec.l2),
+                               gate_penalty(model, spec.gate_l1)),
         step_schedule=schedule if per_step else None,
         epoch_schedule=None if per_step else schedule,
     )
@@ -159,6 +160,31 @@ def weight_penalty(model: nn.Module, l1: float, l2: float) -> Callable[[], torch
         return total
 
     return penalty if weights else None
+
+
+def gate_penalty(model: nn.Module, strength: float) -> Callable[[], torch.Tensor] | None:
+    """strength * sum|g| over the model's Gate layers (seed 001's sparsifier); None without gates.
+
+    A device tensor like the weight penalty: no host sync per step.
+    """
+    weights = [g.weight for g in gates(model)]
+    if not (strength and weights):
+        return None
+
+    def penalty() -> torch.Tensor:
+        return strength * torch.stack([w.abs().sum() for w in weights]).sum()
+
+    return penalty
+
+
+def _sum_penalties(
+    *penalties: Callable[[], torch.Tensor] | None,
+) -> Callable[[], torch.Tensor] | None:
+    """One penalty function adding the given ones (None when there are none)."""
+    present = [p for p in penalties if p is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+    return lambda: torch.stack([p() for p in present]).sum()
 
 
 def _batch_starts(n: int, batch_size: int) -> list[int]:

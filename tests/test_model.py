@@ -133,3 +133,14 @@ def test_spec_round_trip_and_unknown_keys() -> None:
         ArchSpec.from_dict({**arch.to_dict(), "colour": "red"})
     with pytest.raises(ConfigError, match="one entry per layer"):
         ArchSpec("linear", 3, (4,), "relu")
+
+
+def test_depth_zero_is_the_output_layer_alone() -> None:
+    """Seed 000's Basic network: one Linear layer (7,850 weights on MNIST)."""
+    from automl_nn.metrics import count_params
+
+    assert count_params(build(ArchSpec("linear", 0, (), "relu"), (1, 28, 28), 10)) == 7850
+    for family in FAMILIES.names():
+        if FAMILIES.get(family).supports((1, 8, 8)) is None:
+            model = build(ArchSpec(family, 0, (), "relu"), (1, 8, 8), 10)
+            assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10), family

@@ -1,0 +1,80 @@
+"""Every shipped study file validates, and runs end to end under `search --smoke`."""
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from automl_nn.config import SMOKE_SUFFIX, load_file, resolve
+from automl_nn.data import DATASETS, load, shrink
+from tests.conftest import run
+
+FILES = sorted(Path(__file__).parent.parent.joinpath("studies").glob("*.yaml"))
+DB = "sqlite:///smoke.db"
+
+
+def _raw(path: Path) -> dict[str, Any]:
+    return load_file(path)
+
+
+def test_studies_are_shipped() -> None:
+    assert len(FILES) >= 5, "studies/ ships the seed experiments"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_study_file_validates(path: Path) -> None:
+    raw = _raw(path)
+    if raw.get("dataset", "digits") not in DATASETS:  # validate the rest until the dataset exists
+        raw = {**raw, "dataset": "digits"}
+    config = resolve(raw)
+    assert config.study_name == path.stem, "a study file's study_name is its file name"
+
+
+def _smoke(cli: CliRunner, path: Path, *extra: str) -> None:
+    name = _raw(path)["study_name"]
+    code, output = run(cli, "search", str(path), "--smoke", "--storage", DB, *extra)
+    assert code == 0, output
+    names = [s.study_name for s in optuna.get_all_study_summaries(DB)]
+    assert names == [name + SMOKE_SUFFIX], "a smoke run never touches the real study"
+    trials = optuna.load_study(study_name=name + SMOKE_SUFFIX, storage=DB).trials
+    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
+    assert all(t.user_attrs["epochs_trained"] == 1 for t in trials)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_study_file_runs_under_smoke(cli: CliRunner, path: Path) -> None:
+    dataset = _raw(path).get("dataset", "digits")
+    if dataset not in DATASETS:
+        pytest.skip(f"dataset {dataset} is not registered in this build")
+    _smoke(cli, path)
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if yaml.safe_load(p.read_text()).get("dataset")
+                                  not in (None, "digits")], ids=lambda p: p.name)
+def test_study_space_runs_on_digits(cli: CliRunner, path: Path) -> None:
+    """The space of a study on another dataset, run on digits: it builds and trains everywhere."""
+    _smoke(cli, path, "--dataset", "digits")
+
+
+def test_a_smoke_run_starts_over(cli: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("dataset: digits\nobjectives: [accuracy]\ntrials: 50\nstudy_name: s\n"
+                    "space:\n  family: linear\n  depth: 1\n  width: 8\n  epochs: 7\n")
+    for _ in range(2):
+        code, output = run(cli, "search", str(path), "--smoke")
+        assert code == 0, output
+    study = optuna.load_study(study_name="s-smoke", storage="sqlite:///automl-nn.db")
+    assert [t.number for t in study.trials] == [0, 1]
+    assert study.user_attrs["config"]["space"]["epochs"] == 1
+
+
+def test_shrink_keeps_a_fixed_subset_of_each_split() -> None:
+    bundle = load("digits")
+    small = shrink(bundle, 100)
+    assert (small.n_train, len(small.y_val), len(small.y_test)) == (100, 50, 50)
+    assert torch.equal(shrink(bundle, 100).x_train, small.x_train)
+    assert torch.equal(small.mean, bundle.mean)
