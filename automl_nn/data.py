@@ -147,7 +147,9 @@ def _query(query: str, where: str) -> dict[str, Any]:
     return out
 
 
-def _check_options(spec: DataSpec, given: Mapping[str, Any], where: str) -> tuple[tuple[str, OptionValue], ...]:
+def _check_options(
+    spec: DataSpec, given: Mapping[str, Any], where: str
+) -> tuple[tuple[str, OptionValue], ...]:
     valid = _options_for(spec)
     out = []
     for key in sorted(given):

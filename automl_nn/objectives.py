@@ -20,9 +20,10 @@ from automl_nn import metrics, space
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle
 from automl_nn.errors import NonFiniteError, TrialFailure, UsageError
+from automl_nn.losses import LOSSES
 from automl_nn.model import applicable_families, build
 from automl_nn.spec import Candidate
-from automl_nn.train import EpochResult, History, evaluate, fit, seed_everything
+from automl_nn.train import EpochResult, Evaluation, History, evaluate, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +113,19 @@ class TrialRunner:
         model.to(self.device)
         history = fit(model, self.bundle, candidate.train,
                       on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs))
-        values.update(_trained_metrics(history))
-        test = evaluate(model, self.bundle, self.bundle.x_test, self.bundle.y_test)
+        loss_fn = LOSSES.get(candidate.train.loss)
+        val = evaluate(model, self.bundle, self.bundle.x_val, self.bundle.y_val, loss_fn)
+        values.update(_trained_metrics(history, val))
+        test = evaluate(model, self.bundle, self.bundle.x_test, self.bundle.y_test, loss_fn)
         _store(trial, values)
-        trial.set_user_attr("test_accuracy", test.accuracy)
+        for name, value in test.scores.items():
+            trial.set_user_attr(f"test_{name}", value)
         return objective_values(self.config.objectives, values)
 
     def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int) -> None:
-        trial.set_user_attr(f"epoch{result.epoch}", result.to_dict())
+        # NaN (val_accuracy of a regression) is not valid JSON for the dashboard: leave it out.
+        record = {k: v for k, v in result.to_dict().items() if math.isfinite(v)}
+        trial.set_user_attr(f"epoch{result.epoch}", record)
         self.reporter.epoch_done(trial.number, result, epochs)
 
 
@@ -128,10 +134,9 @@ def _family_names(config: StudyConfig) -> list[str]:
     return [str(v) for v in raw] if isinstance(raw, list) else [str(raw)]
 
 
-def _trained_metrics(history: History) -> dict[str, float]:
-    last = history.last
-    return {"accuracy": last.val_accuracy, "error": 1.0 - last.val_accuracy,
-            "loss": last.val_loss, "train_time": history.train_seconds}
+def _trained_metrics(history: History, val: Evaluation) -> dict[str, float]:
+    """The task's validation metrics (accuracy/error/loss, or mse/mae/r2/loss) and training time."""
+    return {**val.scores, "train_time": history.train_seconds}
 
 
 def _store(trial: optuna.Trial, values: dict[str, float]) -> None:

@@ -236,7 +236,7 @@ def _label_name(value: object) -> str:
 
 def _regression_targets(name: str, raw: RawData) -> tuple[np.ndarray, np.ndarray | None,
                                                           tuple[str, ...]]:
-    out = []
+    out: list[np.ndarray | None] = []
     for label, y in (("y", raw.y), ("y_test", raw.y_test)):
         if y is None:
             out.append(None)
@@ -290,7 +290,8 @@ def pca(
     basis = vt[:k].T
 
     def project(a: np.ndarray) -> np.ndarray:
-        return ((a.reshape(len(a), -1) - mean) @ basis).astype(np.float32)
+        projected: np.ndarray = (a.reshape(len(a), -1) - mean) @ basis
+        return projected.astype(np.float32)
 
     return project(x_train), project(x_val), project(x_test)
 

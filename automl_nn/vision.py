@@ -91,7 +91,8 @@ def _candidates(vset: VisionSet, root: Path) -> list[Path]:
 
 
 def _present(directory: Path, name: str, idx: bool) -> Path | None:
-    for candidate in (directory / name, *((directory / f"{name}.gz",) if idx else ())):
+    names = (name, f"{name}.gz") if idx else (name,)
+    for candidate in (directory / n for n in names):
         if candidate.is_file():
             return candidate
     return None
@@ -208,6 +209,10 @@ def _read(vset: VisionSet, root: Path, download: bool) -> tuple[Any, Any]:
                         f"({', '.join(vset.files)}).") from None
 
 
+def _uses_labels(dataset: Any) -> bool:
+    return not hasattr(dataset, "targets") and hasattr(dataset, "labels")
+
+
 def _arrays(name: str, dataset: Any) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """uint8 images (N, C, H, W), int64 labels and class names from a torchvision dataset."""
     data = dataset.data
@@ -218,8 +223,7 @@ def _arrays(name: str, dataset: Any) -> tuple[np.ndarray, np.ndarray, tuple[str,
             images = images.transpose(0, 1, 3, 2)
     elif images.shape[-1] == 3:  # CIFAR: (N, H, W, C)
         images = images.transpose(0, 3, 1, 2)
-    labels = getattr(dataset, "targets", None)
-    labels = getattr(dataset, "labels", None) if labels is None else labels
+    labels: Any = dataset.labels if _uses_labels(dataset) else dataset.targets  # SVHN: labels
     y = np.asarray(labels.numpy() if hasattr(labels, "numpy") else labels, dtype=np.int64)
     classes = tuple(str(c) for c in getattr(dataset, "classes", [])) or tuple(
         str(c) for c in range(int(y.max()) + 1))
