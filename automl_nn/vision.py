@@ -98,12 +98,36 @@ def _present(directory: Path, name: str, idx: bool) -> Path | None:
     return None
 
 
+# MNIST, Fashion-MNIST and KMNIST share file names, so a plain directory of them is told apart by
+# content (MD5 of MNIST's uncompressed t10k labels; .gz bytes differ between recompressions) or else
+# by its path; files that match neither are taken as the user's own choice of set.
+_MNIST_TEST_LABELS_MD5 = "27ae3e4e09519cfbb04c329615203637"
+_PATH_HINTS = {"FashionMNIST": ("fashion",), "KMNIST": ("kmnist", "kuzushiji")}
+
+
+def _owner(files: dict[str, Path]) -> str | None:
+    """The class whose files these are, when the content or the path says so."""
+    labels = files.get("t10k-labels-idx1-ubyte")
+    if labels is None:
+        return None
+    try:
+        blob = gzip.decompress(labels.read_bytes()) if labels.suffix == ".gz" else labels.read_bytes()
+    except (OSError, EOFError):
+        return None
+    if hashlib.md5(blob).hexdigest() == _MNIST_TEST_LABELS_MD5:
+        return "MNIST"
+    path = str(labels.parent.resolve()).lower()
+    return next((cls for cls, hints in _PATH_HINTS.items() if any(h in path for h in hints)), None)
+
+
 def find_files(vset: VisionSet, root: Path) -> dict[str, Path] | None:
     """The dataset's files (raw or .gz) under `root`, or None when any is missing."""
     for directory in _candidates(vset, root):
         found = {name: _present(directory, name, vset.idx) for name in vset.files}
         if all(found.values()):
-            return {name: path for name, path in found.items() if path is not None}
+            files = {name: path for name, path in found.items() if path is not None}
+            if directory == root / vset.folder or _owner(files) in (None, vset.cls):
+                return files
     return None
 
 

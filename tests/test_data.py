@@ -340,3 +340,11 @@ def test_datasets_command_lists_everything(cli: CliRunner) -> None:
     rows = {row["name"]: row for row in json.loads(output)}
     assert code == 0 and {"mnist", "cifar10", "svhn", "emnist-balanced", "sin", "PATH.csv"} <= set(rows)
     assert rows["sin"]["task"] == "regression" and rows["digits"]["offline"] == "yes"
+
+
+def test_plain_directory_of_another_mnist_family_set_is_not_taken(tmp_path: Path) -> None:
+    root = tmp_path / "fashion"
+    write_mnist(root, compressed=True)
+    assert data.load("fashion-mnist", str(root)).n_outputs == 10
+    with pytest.raises(DataError, match="files not found"):
+        data.load("mnist", str(root))
