@@ -91,7 +91,17 @@ def _setup(
 def search(
     study_file: Annotated[Path | None, typer.Argument(
         help="YAML study file; flags given on the command line override it.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset name (see `automl-nn datasets`).")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="Dataset name (see `automl-nn datasets`), NAME?key=value&... or a .npz/.csv file.")] = None,
+    target: Annotated[str | None, typer.Option(help="CSV column to predict.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="classification or regression (default: inferred from the targets).")] = None,
+    data_option: Annotated[list[str] | None, typer.Option(
+        help="Dataset option KEY=VALUE, e.g. dim=12 (repeatable).")] = None,
+    oversample: Annotated[bool | None, typer.Option(
+        "--oversample/--no-oversample", help="Resample minority classes of the training split.",
+        show_default=False)] = None,
+    pca: Annotated[int | None, typer.Option(help="Project features on N principal components.")] = None,
     objective: Annotated[str | None, typer.Option(
         help="Comma-separated objectives, e.g. accuracy,params (1 to 4).")] = None,
     trials: Annotated[int | None, typer.Option(
@@ -141,7 +151,8 @@ def search(
         "family": family, "depth": depth,
         "width": width, "activation": activation, "optimizer": optimizer, "lr": lr,
         "batch_size": batch_size, "max_params": max_params, "max_flops": max_flops,
-        "max_memory": max_memory,
+        "max_memory": max_memory, "target": target, "task": task, "oversample": oversample,
+        "pca": pca, "data_options": data_option,
     }
     config = cfg.resolve(raw, overrides)
     slots = parallel.plan_slots(device, workers, trials_per_device)
@@ -149,7 +160,7 @@ def search(
     if smoke:  # one process: worker processes would load the full data set
         config, slots = cfg.smoke(config), slots[:1]
         bundle = data.shrink(bundle, cfg.SMOKE_SAMPLES)
-    cfg.check_against_data(config, bundle)
+    config = cfg.for_data(config, bundle)
     if smoke:
         study.delete_smoke_study(config.study_name, config.storage)
     _quiet_optuna()
@@ -368,14 +379,15 @@ def _assignments(items: list[str]) -> dict[str, Any]:
 
 @app.command()
 @handled
-def datasets() -> None:
-    """List the datasets that can be searched on, and where they come from."""
+def datasets(
+    data_dir: Annotated[str | None, typer.Option(
+        help="Where datasets are stored (default: the per-user cache).")] = None,
+    format: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
+) -> None:
+    """List the datasets that can be searched on: shape, size, task, and whether they are here."""
     from automl_nn import data
 
-    rows = [{"name": name, "shape": "x".join(map(str, info.shape)), "size": info.size,
-             "task": info.task, "source": info.source, "description": info.description}
-            for name, info in data.DATASETS.items()]
-    _print_rows(rows, Format.table, title="datasets")
+    _print_rows(data.listing(data_dir), format, title="datasets")
 
 
 class ReportFormat(StrEnum):

@@ -223,6 +223,8 @@ PRUNERS = ("none", *SINGLE_OBJECTIVE_PRUNERS, "pareto")
 KEEP_WEIGHTS = ("pareto", "all", "none")  # which trials keep trained weights for export
 # Hard limits on static costs, checked before training: config key -> metric it bounds.
 CONSTRAINT_KEYS = {"max_params": "params", "max_flops": "flops", "max_memory": "memory"}
+# Dataset options that also come as CLI flags (--target, --task, --oversample, --pca, --data-option).
+DATA_FLAGS = ("target", "task", "oversample", "pca", "data_options")
 # Keys of a study file besides `space`; each may also come from a CLI flag.
 TOP_KEYS = ("dataset", "objectives", "trials", "timeout", "study_name", "storage", "sampler",
             "pruner", "seed", "data_dir", "keep_weights", "constraints", *CONSTRAINT_KEYS, "space")
@@ -292,6 +294,9 @@ class StudyConfig:
     constraints: tuple[tuple[str, float], ...] = ()
     pruning: PrunerConfig = field(default_factory=PrunerConfig)
     space: SpaceConfig = field(default_factory=lambda: parse_space({}))
+    # Keys (top-level and space parameters) the user set; the others may follow the data's task.
+    # Not part of equality: the same search is the same whichever way it was written.
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
     def identity(self) -> dict[str, Any]:
         """The part of the config that defines the study: data, objectives, constraints and space.
@@ -367,14 +372,18 @@ def resolve(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
     space_raw = dict(merged.pop("space", None) or {})
     if not isinstance(space_raw, dict):
         raise ConfigError(f"space: expected a mapping of parameter names, but got {space_raw!r}.")
-    for key, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    data_flags = {key: overrides.pop(key, None) for key in DATA_FLAGS}
+    for key, value in overrides.items():
         if value is None:
             continue
         if key in RULES:
             space_raw[key] = value
         else:
             merged[key] = value
-    config = StudyConfig(space=parse_space(space_raw), **_parse_top(merged))
+    merged["dataset"] = _dataset(merged.get("dataset", StudyConfig.dataset), data_flags)
+    explicit = frozenset(k for k, v in merged.items() if v is not None) | frozenset(space_raw)
+    config = StudyConfig(space=parse_space(space_raw), explicit=explicit, **_parse_top(merged))
     _check_grid(config)
     _check_pruner(config)
     _check_gated(config.space)
@@ -403,7 +412,7 @@ def _reject_unknown(mapping: Mapping[str, Any], allowed: tuple[str, ...] | list[
 def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "dataset" in raw:
-        out["dataset"] = _dataset_name(raw["dataset"])
+        out["dataset"] = raw["dataset"]
     if "objectives" in raw:
         out["objectives"] = _objectives(raw["objectives"])
     if "trials" in raw:
@@ -481,9 +490,15 @@ def _check_pruner(config: StudyConfig) -> None:
                           "Use --pruner none.")
 
 
-def _dataset_name(value: Any) -> str:
-    name = _nonempty_str(value, "dataset")
-    return data.DATASETS.canonical(name, "dataset")
+def _dataset(value: Any, flags: Mapping[str, Any]) -> str:
+    """The canonical dataset spec string, with CLI dataset flags applied over the file's options."""
+    extra = {k: v for k, v in flags.items() if k != "data_options" and v is not None}
+    for item in flags.get("data_options") or ():
+        key, sep, val = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--data-option: expected KEY=VALUE, such as dim=12, but got {item!r}.")
+        extra[key.strip()] = val.strip()
+    return data.parse_spec(value, extra).to_string()
 
 
 def _objectives(value: Any) -> tuple[str, ...]:
@@ -696,6 +711,24 @@ def _values(param: Param) -> list[Any]:
     return [param.low, param.high]
 
 
+def for_data(config: StudyConfig, bundle: data.DataBundle) -> StudyConfig:
+    """`config` with task-dependent defaults settled, then checked against the data.
+
+    A regression task turns the default objectives into (mse, params) and the default loss into mse;
+    what the user chose is kept, and refused here if it cannot apply.
+    """
+    if bundle.task == "regression":
+        changes: dict[str, Any] = {}
+        if "objectives" not in config.explicit:
+            changes["objectives"] = ("mse", "params")
+        if "loss" not in config.explicit:
+            params = tuple((n, Fixed("mse") if n == "loss" else p) for n, p in config.space.items())
+            changes["space"] = SpaceConfig(params)
+        config = replace(config, **changes)
+    check_against_data(config, bundle)
+    return config
+
+
 def check_against_data(config: StudyConfig, bundle: data.DataBundle) -> None:
     """Checks that need the data: batch sizes that fit, and at least one family that applies."""
     too_big = [v for v in _values(config.space["batch_size"]) if int(v) > bundle.n_train]
@@ -714,6 +747,10 @@ def check_against_data(config: StudyConfig, bundle: data.DataBundle) -> None:
         if metric in ("accuracy", "error") and bundle.task != "classification":
             raise ConfigError(f"objectives: {metric} needs a classification task, but "
                               f"{bundle.name} is a {bundle.task} task. Use mse, mae or r2.")
+        if metric in ("mse", "mae", "r2") and bundle.task != "regression":
+            raise ConfigError(f"objectives: {metric} needs a regression task, but {bundle.name} is "
+                              f"a {bundle.task} task. Use accuracy, error or loss, or --task "
+                              "regression.")
 
 
 def _check_losses(config: StudyConfig, bundle: data.DataBundle) -> None:

@@ -1,94 +1,222 @@
-"""Datasets: name -> loader returning a DataBundle (train / validation / test tensors).
+"""Datasets: the registry behind `--dataset NAME|PATH`, dataset options, and the per-process cache.
 
-Each dataset is loaded once per process and reused by every trial. Pixels stay uint8 until the
-batch; normalization statistics come from the training split only and are applied per batch on the
-device (`DataBundle.normalize`).
+A dataset is named by a *spec*: a registered name or a file path, plus options, written compactly
+as `gaussian-mixture?dim=12&separation=0.5` (or, in a study file, as a mapping
+`{name: gaussian-mixture, dim: 12, separation: 0.5}`). `parse_spec` validates it (unknown options
+are refused with the valid ones listed) and `DataSpec.to_string()` gives the canonical form that
+the study identity stores. `load` turns a spec into a DataBundle once per process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from automl_nn.errors import DataError
+from automl_nn import files, synthetic, vision
+from automl_nn.arrays import RawData
+from automl_nn.errors import ConfigError, suggest
+from automl_nn.prepare import SPLIT_SEED as SPLIT_SEED
+from automl_nn.prepare import TASKS, Preprocess, build
+from automl_nn.prepare import DataBundle as DataBundle
+from automl_nn.prepare import bundle_from_arrays as bundle_from_arrays
+from automl_nn.prepare import channel_stats as channel_stats
+from automl_nn.prepare import split_indices as split_indices
 from automl_nn.registry import Registry
 
-if TYPE_CHECKING:  # torch is imported where tensors are made, so `automl-nn datasets` stays fast
-    import torch
-
 Shape = tuple[int, ...]
-SPLIT_SEED = 0  # splits never move with --seed, so trials of every study see the same samples
+OptionValue = bool | int | float | str | tuple[float, ...] | None
 
 
 @dataclass(frozen=True)
-class DataBundle:
-    """Train / validation / test tensors plus what a model and a trainer need to know about them."""
+class Option:
+    """One dataset option: its type ("int", "float", "bool", "str", "floats"), default and bounds."""
 
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    input_shape: Shape
-    task: str  # "classification" or "regression"
-    n_outputs: int
-    class_names: tuple[str, ...]
-    mean: torch.Tensor  # broadcasts against one sample; computed on the training split
-    std: torch.Tensor
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Float, standardized copy of a batch (stats live on the bundle's device)."""
-        return (x.float() - self.mean) / self.std
-
-    def to(self, device: torch.device | str) -> DataBundle:
-        """The same bundle with every tensor on `device`."""
-        moved = {k: getattr(self, k).to(device) for k in _TENSOR_FIELDS}
-        return replace(self, **moved)
-
-    @property
-    def n_train(self) -> int:
-        return int(self.x_train.shape[0])
-
-    def describe(self) -> dict[str, object]:
-        """What an exported model needs to know about its data: shape, outputs, classes, statistics."""
-        return {
-            "dataset": self.name, "input_shape": list(self.input_shape), "task": self.task,
-            "n_outputs": self.n_outputs, "class_names": list(self.class_names),
-            "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist(),
-            "stat_shape": list(self.mean.shape),
-        }
+    kind: str
+    default: OptionValue
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
 
 
-_TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
+# Options every dataset accepts: they act after loading (prepare.py).
+COMMON: dict[str, Option] = {
+    "task": Option("str", None, "classification or regression (default: inferred)", choices=TASKS),
+    "oversample": Option("bool", False, "resample minority classes of the training split"),
+    "pca": Option("int", None, "project features on this many principal components", minimum=1),
+}
+FILE_OPTIONS: dict[str, Option] = {"target": Option("str", None, "CSV column to predict")}
+_SIZE = {"size": Option("int", 1000, "samples", minimum=3),
+         "noise": Option("float", 0.0, "noise std", minimum=0.0),
+         "seed": Option("int", 0, "generator seed")}
+
+
+def _sized(size: int, noise: float, **extra: Option) -> dict[str, Option]:
+    return {**_SIZE, "size": Option("int", size, "samples", minimum=3),
+            "noise": Option("float", noise, "noise std", minimum=0.0), **extra}
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     """A registered dataset: how to load it and what it is, without loading it."""
 
-    load: Callable[[str | None], DataBundle]
+    load: Callable[[dict[str, Any], str | None], RawData]
     description: str
     task: str
     shape: Shape
     size: int
     source: str
+    options: dict[str, Option] = field(default_factory=dict)
+    available: Callable[[str | None], bool] = lambda _data_dir: True  # offline, by file checks
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
+
+
+# ---- specs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A dataset name or path plus the options that differ from their defaults (sorted)."""
+
+    name: str
+    options: tuple[tuple[str, OptionValue], ...] = ()
+    is_file: bool = False
+
+    def get(self, key: str) -> OptionValue:
+        return dict(self.options).get(key, _options_for(self).get(key, Option("str", None, "")).default)
+
+    def to_string(self) -> str:
+        """Canonical compact form, e.g. `sin?frequency=3&noise=0.1` (just the name without options)."""
+        if not self.options:
+            return self.name
+        return self.name + "?" + "&".join(f"{k}={_format(v)}" for k, v in self.options)
+
+
+def _format(value: OptionValue) -> str:
+    if isinstance(value, tuple):
+        return ",".join(_format(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _options_for(spec: DataSpec) -> dict[str, Option]:
+    own = FILE_OPTIONS if spec.is_file else DATASETS.get(spec.name).options
+    return {**own, **COMMON}
+
+
+def parse_spec(value: Any, extra: Mapping[str, Any] | None = None, where: str = "dataset") -> DataSpec:
+    """A spec from `name?k=v&...` or a mapping `{name: ..., k: v}`, with `extra` options on top."""
+    if isinstance(value, Mapping):
+        raw = dict(value)
+        if "name" not in raw:
+            raise ConfigError(f"{where}: a dataset mapping needs a name, e.g. "
+                              "{name: gaussian-mixture, dim: 12}.")
+        name, given = str(raw.pop("name")), raw
+    elif isinstance(value, str) and value.strip():
+        name, _, query = value.strip().partition("?")
+        given = _query(query, where)
+    else:
+        raise ConfigError(f"{where}: expected a dataset name, a file path or a mapping with a name, "
+                          f"but got {value!r}.")
+    given.update({k: v for k, v in (extra or {}).items() if v is not None})
+    is_file = name not in DATASETS and files.is_path(name)
+    spec = DataSpec(name if is_file else DATASETS.canonical(name, where), is_file=is_file)
+    if is_file:
+        files.check_file(Path(name))
+    return DataSpec(spec.name, _check_options(spec, given, where), is_file)
+
+
+def _query(query: str, where: str) -> dict[str, Any]:
+    """`k=v&k=v` (also from repeated --data-option k=v) into a mapping of strings."""
+    out: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{where}: expected options as key=value joined by &, but got {part!r}.")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def _check_options(
+    spec: DataSpec, given: Mapping[str, Any], where: str
+) -> tuple[tuple[str, OptionValue], ...]:
+    valid = _options_for(spec)
+    out = []
+    for key in sorted(given):
+        if key not in valid:
+            listed = ", ".join(f"{k} ({o.help})" for k, o in valid.items())
+            raise ConfigError(f"{where}: {spec.name} has no option {key!r}.{suggest(key, valid)} "
+                              f"Valid options: {listed}.")
+        value = _coerce(given[key], valid[key], f"{where}.{key}")
+        if value != valid[key].default:
+            out.append((key, value))
+    return tuple(out)
+
+
+def _coerce(value: Any, option: Option, where: str) -> OptionValue:
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        return None
+    if option.kind == "bool":
+        return _boolean(value, where)
+    if option.kind == "str":
+        text = str(value).strip()
+        if option.choices and text not in option.choices:
+            raise ConfigError(f"{where}: expected one of {', '.join(option.choices)}, but got {text!r}.")
+        return text
+    if option.kind == "floats":
+        items = value.split(",") if isinstance(value, str) else value
+        items = items if isinstance(items, list | tuple) else [items]
+        return tuple(_number(v, "float", option, f"{where}[{i}]") for i, v in enumerate(items))
+    return _number(value, option.kind, option, where)
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where}: expected true or false, but got {value!r}.")
+
+
+def _number(value: Any, kind: str, option: Option, where: str) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or (kind == "int" and not number.is_integer()):
+        raise ConfigError(f"{where}: expected {'an integer' if kind == 'int' else 'a number'}, "
+                          f"but got {value!r}.")
+    if option.minimum is not None and number < option.minimum:
+        raise ConfigError(f"{where}: must be >= {option.minimum:g}, but got {number:g}.")
+    if option.maximum is not None and number > option.maximum:
+        raise ConfigError(f"{where}: must be <= {option.maximum:g}, but got {number:g}.")
+    return int(number) if kind == "int" else number
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
 _CACHE: dict[tuple[str, str | None], DataBundle] = {}
 
 
-def load(name: str, data_dir: str | None = None) -> DataBundle:
-    """The dataset `name`, loaded once per process."""
-    canonical = DATASETS.canonical(name, "dataset")
-    key = (canonical, data_dir)
+def load(spec: DataSpec | str, data_dir: str | None = None) -> DataBundle:
+    """The dataset `spec` names, loaded once per process (bad data raises DataError)."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    key = (spec.to_string(), data_dir)
     if key not in _CACHE:
-        _CACHE[key] = DATASETS.get(canonical).load(data_dir)
+        _CACHE[key] = _load(spec, data_dir)
     return _CACHE[key]
 
 
@@ -110,62 +238,107 @@ def shrink(bundle: DataBundle, n_train: int, n_eval: int | None = None) -> DataB
     return replace(bundle, **cut)
 
 
-def split_indices(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int = SPLIT_SEED
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified train / validation / test index arrays that never share a sample."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for cls in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        n_test = round(len(idx) * test_fraction)
-        n_val = round(len(idx) * val_fraction)
-        parts[2].append(idx[:n_test])
-        parts[1].append(idx[n_test:n_test + n_val])
-        parts[0].append(idx[n_test + n_val:])
-    return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
+def _load(spec: DataSpec, data_dir: str | None) -> DataBundle:
+    options = {k: spec.get(k) for k in _options_for(spec)}
+    common = {k: options.pop(k) for k in COMMON}
+    if spec.is_file:
+        raw = files.load_file(Path(spec.name), options.get("target"))  # type: ignore[arg-type]
+    else:
+        raw = DATASETS.get(spec.name).load(options, data_dir)
+    pre = Preprocess(task=common["task"], oversample=bool(common["oversample"]),  # type: ignore[arg-type]
+                     pca=common["pca"])  # type: ignore[arg-type]
+    return build(spec.to_string(), raw, pre)
 
 
-def channel_stats(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (images) or per-feature (vectors) mean and std of the training split."""
-    x = x_train.float()
-    dims = (0, *range(2, x.dim())) if x.dim() > 2 else (0,)
-    mean = x.mean(dim=dims, keepdim=True)[0]
-    std = x.std(dim=dims, keepdim=True)[0].clamp_min(1e-6)
-    return mean, std
+def listing(data_dir: str | None = None) -> list[dict[str, Any]]:
+    """One row per dataset for `automl-nn datasets` (file checks only, no loading, no network)."""
+    rows = [{"name": name, "shape": "x".join(map(str, info.shape)), "size": info.size,
+             "task": info.task, "offline": "yes" if info.available(data_dir) else "no",
+             "source": info.source, "options": ", ".join(info.options) or "-"}
+            for name, info in DATASETS.items()]
+    rows.append({"name": "PATH.npz", "shape": "from file", "size": "-", "task": "inferred",
+                 "offline": "yes", "source": "your file: arrays x, y [, x_test, y_test]",
+                 "options": "-"})
+    rows.append({"name": "PATH.csv", "shape": "from file", "size": "-", "task": "inferred",
+                 "offline": "yes", "source": "your file: header row; categorical one-hot",
+                 "options": "target"})
+    return rows
 
 
-def bundle_from_arrays(
-    name: str, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...],
-    val_fraction: float = 0.2, test_fraction: float = 0.2,
-) -> DataBundle:
-    """Split a labelled classification array set into a DataBundle."""
-    if len(np.unique(y)) < 2:
-        raise DataError(f"dataset {name}: a classification set needs at least 2 classes, "
-                        f"but all {len(y)} labels are {y[0]!r}.")
-    import torch
-
-    train, val, test = split_indices(y, val_fraction, test_fraction)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    mean, std = channel_stats(xt[train])
-    return DataBundle(
-        name=name, x_train=xt[train], y_train=yt[train], x_val=xt[val], y_val=yt[val],
-        x_test=xt[test], y_test=yt[test], input_shape=tuple(x.shape[1:]),
-        task="classification", n_outputs=len(class_names), class_names=class_names,
-        mean=mean, std=std,
-    )
+# ---- registrations -------------------------------------------------------------------------------
 
 
-def _load_digits(data_dir: str | None) -> DataBundle:
+def _load_digits(options: dict[str, Any], data_dir: str | None) -> RawData:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = digits.images.astype(np.uint8)[:, None, :, :]  # values 0..16, one channel
-    names = tuple(str(c) for c in range(10))
-    return bundle_from_arrays("digits", images, digits.target, names)
+    return RawData(images, digits.target, task="classification",
+                   class_names=tuple(str(c) for c in range(10)))
 
 
 DATASETS.add("digits", DatasetInfo(
     load=_load_digits, description="scikit-learn's 8x8 handwritten digits (embedded, no download)",
     task="classification", shape=(1, 8, 8), size=1797, source="embedded (scikit-learn)",
+))
+
+
+def _vision(name: str) -> None:
+    vset = vision.SETS[name]
+    DATASETS.add(name, DatasetInfo(
+        load=lambda _options, data_dir: vision.load(name, data_dir), description=vset.description,
+        task="classification", shape=vset.shape, size=vset.size, source=f"torchvision {vset.cls}",
+        available=lambda data_dir: vision.available(name, data_dir),
+    ))
+
+
+for _name in vision.SETS:
+    _vision(_name)
+
+
+def _generator(fn: Callable[..., RawData]) -> Callable[[dict[str, Any], str | None], RawData]:
+    return lambda options, _data_dir: fn(**options)
+
+
+DATASETS.add("gaussian-mixture", DatasetInfo(
+    load=_generator(synthetic.gaussian_mixture),
+    description="one Gaussian per class, means `separation` apart per dimension; balanced test set "
+                "of size/4 (seed 002)",
+    task="classification", shape=(12,), size=1250, source="synthetic",
+    options=_sized(1000, 1.0,
+                   dim=Option("int", 12, "dimensions", minimum=1),
+                   classes=Option("int", 2, "classes", minimum=2),
+                   separation=Option("float", 1.0, "mean distance per dimension", minimum=0.0),
+                   profile=Option("str", "constant", "constant, or harmonic (1/i in dimension i)",
+                                  choices=("constant", "harmonic")),
+                   imbalance=Option("float", 1.0, "smallest / largest class", minimum=1e-4, maximum=1.0),
+                   random_labels=Option("bool", False, "labels drawn at random"),
+                   dummy_dims=Option("int", 0, "near-constant extra features", minimum=0),
+                   rotate=Option("bool", False, "random rotation of all features")),
+), aliases=("gaussians",))
+DATASETS.add("two-moons", DatasetInfo(
+    load=_generator(synthetic.two_moons), description="two interleaved half circles (seed 002)",
+    task="classification", shape=(2,), size=1000, source="synthetic", options=_sized(1000, 0.1),
+), aliases=("moons",))
+DATASETS.add("alternating-line", DatasetInfo(
+    load=_generator(synthetic.alternating_line),
+    description="points on [-1, 1] in `segments` pieces of alternating class (seed 002)",
+    task="classification", shape=(1,), size=1000, source="synthetic",
+    options=_sized(1000, 0.0, segments=Option("int", 16, "alternating pieces", minimum=2)),
+))
+DATASETS.add("sin", DatasetInfo(
+    load=_generator(synthetic.sine), description="y = sin(frequency x), x on [-1, 1] (seed 002)",
+    task="regression", shape=(1,), size=200, source="synthetic",
+    options=_sized(200, 0.0, frequency=Option("float", 12.0, "angular frequency")),
+), aliases=("sine",))
+DATASETS.add("polynomial", DatasetInfo(
+    load=_generator(synthetic.polynomial),
+    description="y = sum c_i x^i, x on [-1, 1] (seed 002: 0,-2,1,1,-2)",
+    task="regression", shape=(1,), size=200, source="synthetic",
+    options=_sized(200, 0.0, coefficients=Option("floats", (0.0, -2.0, 1.0, 1.0, -2.0),
+                                                  "c0,c1,... lowest power first")),
+), aliases=("poly",))
+DATASETS.add("abs", DatasetInfo(
+    load=_generator(synthetic.absolute), description="y = |x|, x on [-1, 1] (seed 002)",
+    task="regression", shape=(1,), size=200, source="synthetic", options=_sized(200, 0.0),
 ))

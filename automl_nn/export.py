@@ -27,9 +27,9 @@ from automl_nn import __version__, metrics, weights
 from automl_nn.data import load as load_dataset
 from automl_nn.errors import StorageError, UsageError
 from automl_nn.model import build
-from automl_nn.objectives import shrink_trained, static_signature, trained_metrics
+from automl_nn.objectives import finish, static_signature
 from automl_nn.spec import ArchSpec, Candidate, TrainSpec
-from automl_nn.train import EpochResult, evaluate, fit, prepared, seed_everything
+from automl_nn.train import EpochResult, fit, seed_everything
 
 DATA_ATTR = "data"  # study user attribute written by the search: DataBundle.describe()
 
@@ -310,14 +310,9 @@ def train_candidate(
         model.load_state_dict(init_state)
     model.to(device)
     history = fit(model, bundle, candidate.train, on_epoch=on_epoch)
-    values.update(trained_metrics(history))
-    arch = candidate.arch
-    if arch.gated:
-        model, shrunk = shrink_trained(model, candidate, bundle)
-        values.update(shrunk.values)
-        arch = shrunk.arch
-    test = evaluate(model, prepared(bundle, candidate.train), bundle.x_test, bundle.y_test)
-    return Trained(model, values, test.accuracy, arch, history.epochs)
+    done = finish(model, candidate, bundle, history)
+    values.update(done.values)
+    return Trained(done.model, values, done.test.accuracy, done.arch, history.epochs)
 
 
 # ---- loading -------------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ METRICS.add("flops", MetricInfo("minimize", "FLOPs", True, "forward FLOPs for on
 METRICS.add("memory", MetricInfo("minimize", "bytes", True, "activation bytes for one input"))
 METRICS.add("ops", MetricInfo("minimize", "count", True, "tensor operations in one forward pass"))
 METRICS.add("latency", MetricInfo("minimize", "ms", True, "median forward time for one input"))
+METRICS.add("mse", MetricInfo("minimize", "target units^2", False, "validation mean squared error"))
+METRICS.add("mae", MetricInfo("minimize", "target units", False, "validation mean absolute error"))
+METRICS.add("r2", MetricInfo("maximize", "fraction", False, "validation coefficient of determination"))
 METRICS.add("train_time", MetricInfo("minimize", "s", False, "wall time of training"))
 
 STATIC = tuple(name for name, info in METRICS.items() if info.static)

@@ -31,7 +31,7 @@ from automl_nn.errors import NonFiniteError, TrialFailure, UsageError
 from automl_nn.losses import make_loss
 from automl_nn.model import applicable_families, build
 from automl_nn.spec import ArchSpec, Candidate
-from automl_nn.train import EpochResult, History, evaluate, fit, prepared, seed_everything
+from automl_nn.train import EpochResult, Evaluation, History, evaluate, fit, prepared, seed_everything
 from automl_nn.weights import save_weights
 
 log = logging.getLogger(__name__)
@@ -137,17 +137,16 @@ class TrialRunner:
         model.to(self.device)
         history = fit(model, self.bundle, candidate.train,
                       on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs))
-        values.update(trained_metrics(history))
         if candidate.arch.gated:
             trial.set_user_attr("start_params", values["params"])  # before the cut
-            model, shrunk = shrink_trained(model, candidate, self.bundle)
-            values.update(shrunk.values)
-            trial.set_user_attr("effective_widths", list(shrunk.arch.widths))
-        # the test split is seen as training saw its inputs (normalized or not)
-        test = evaluate(model, prepared(self.bundle, candidate.train), self.bundle.x_test,
-                        self.bundle.y_test)
+        done = finish(model, candidate, self.bundle, history)
+        model, test = done.model, done.test
+        values.update(done.values)
+        if candidate.arch.gated:
+            trial.set_user_attr("effective_widths", list(done.arch.widths))
         _store(trial, values)
-        trial.set_user_attr("test_accuracy", test.accuracy)
+        for name, value in test.scores.items():
+            trial.set_user_attr(f"test_{name}", value)
         objective = objective_values(self.config.objectives, values)
         if self.store is not None:
             save_weights(trial, model, self.store)
@@ -162,7 +161,9 @@ class TrialRunner:
         return pruning.infeasible_values(self.config.objectives, static, self.bundle.n_outputs)
 
     def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int) -> None:
-        trial.set_user_attr(f"epoch{result.epoch}", result.to_dict())
+        # NaN (val_accuracy of a regression) is not valid JSON for the dashboard: leave it out.
+        record = {k: v for k, v in result.to_dict().items() if math.isfinite(v)}
+        trial.set_user_attr(f"epoch{result.epoch}", record)
         trial.set_user_attr("epochs_trained", result.epoch)
         self.reporter.epoch_done(trial.number, result, epochs)
         reason = self.prune(trial, result.epoch, epochs)
@@ -182,11 +183,9 @@ def _family_names(config: StudyConfig) -> list[str]:
     return [str(v) for v in raw] if isinstance(raw, list) else [str(raw)]
 
 
-def trained_metrics(history: History) -> dict[str, float]:
-    """Metrics known after training: validation accuracy, error and loss, and training time."""
-    last = history.last
-    return {"accuracy": last.val_accuracy, "error": 1.0 - last.val_accuracy,
-            "loss": last.val_loss, "train_time": history.train_seconds}
+def trained_metrics(history: History, val: Evaluation) -> dict[str, float]:
+    """The task's validation metrics (accuracy/error/loss, or mse/mae/r2/loss) and training time."""
+    return {**val.scores, "train_time": history.train_seconds}
 
 
 @dataclass(frozen=True)
@@ -198,10 +197,10 @@ class Shrunk:
 
 
 def shrink_trained(model: nn.Module, candidate: Candidate, bundle: DataBundle) -> tuple[nn.Module, Shrunk]:
-    """Cut a trained gated network to its effective widths; re-measure what the cut changes.
+    """Cut a trained gated network to its effective widths and measure the static costs of the cut.
 
-    Static costs are those of the shrunk network (what export writes and what a user deploys), and
-    validation is measured again on it: the gates at or below the threshold count as zero there.
+    Static costs are those of the shrunk network (what export writes and what a user deploys);
+    the gates at or below the threshold count as zero there.
     """
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"a gated network is an nn.Sequential, but got {type(model).__name__}")
@@ -211,10 +210,31 @@ def shrink_trained(model: nn.Module, candidate: Candidate, bundle: DataBundle) -
     # static metrics measure one input on the CPU, on a copy so the trained model stays put
     values = metrics.static_metrics(copy.deepcopy(small).cpu(), bundle.input_shape,
                                     static_signature(Candidate(arch, candidate.train)))
-    val = evaluate(small, prepared(bundle, candidate.train), bundle.x_val, bundle.y_val,
-                   make_loss(candidate.train.loss, candidate.train.label_smoothing))
-    values.update({"accuracy": val.accuracy, "error": 1.0 - val.accuracy, "loss": val.loss})
     return small, Shrunk(arch, values)
+
+
+@dataclass
+class Finished:
+    """A trained network as a trial records it: shrunk when gated, measured on val and test."""
+
+    model: nn.Module
+    arch: ArchSpec
+    values: dict[str, float]  # validation metrics and train time (+ the cut's static costs)
+    test: Evaluation
+
+
+def finish(model: nn.Module, candidate: Candidate, bundle: DataBundle, history: History) -> Finished:
+    """After fit: shrink a gated network, then evaluate validation and test as training saw inputs."""
+    arch, values = candidate.arch, {}
+    if arch.gated:
+        model, shrunk = shrink_trained(model, candidate, bundle)
+        arch, values = shrunk.arch, dict(shrunk.values)
+    seen = prepared(bundle, candidate.train)  # normalized or not, as in training
+    loss_fn = make_loss(candidate.train.loss, candidate.train.label_smoothing)
+    val = evaluate(model, seen, bundle.x_val, bundle.y_val, loss_fn)
+    values.update(trained_metrics(history, val))
+    test = evaluate(model, seen, bundle.x_test, bundle.y_test, loss_fn)
+    return Finished(model, arch, values, test)
 
 
 def _store(trial: optuna.Trial, values: dict[str, float]) -> None:

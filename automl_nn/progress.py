@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TextIO
 
@@ -82,8 +83,8 @@ class LogReporter:
         self._say(f"trial {number} started: {describe_candidate(candidate)}")
 
     def epoch_done(self, number: int, result: EpochResult, epochs: int) -> None:
-        self._say(f"trial {number} epoch {result.epoch}/{epochs}: "
-                  f"val_accuracy={result.val_accuracy:.4f} val_loss={result.val_loss:.4f}")
+        accuracy = "" if math.isnan(result.val_accuracy) else f"val_accuracy={result.val_accuracy:.4f} "
+        self._say(f"trial {number} epoch {result.epoch}/{epochs}: {accuracy}val_loss={result.val_loss:.4f}")
 
     def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
         if _counts(trial):
@@ -120,7 +121,9 @@ class BarReporter(LogReporter):
 
     def epoch_done(self, number: int, result: EpochResult, epochs: int) -> None:
         self.progress.update(self.task, description=(
-            f"trial {number} epoch {result.epoch}/{epochs} val_acc={result.val_accuracy:.3f}"))
+            f"trial {number} epoch {result.epoch}/{epochs} "
+            + (f"val_loss={result.val_loss:.3f}" if math.isnan(result.val_accuracy)
+               else f"val_acc={result.val_accuracy:.3f}")))
 
     def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
         if _counts(trial):

@@ -22,7 +22,10 @@ def trial_row(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = {"trial": trial.number}
     for name, value in zip(names, trial.values or [], strict=False):
         row[name] = value
-    row["test_accuracy"] = trial.user_attrs.get("test_accuracy")
+    if "test_mse" in trial.user_attrs:  # a regression study reports its test error instead
+        row["test_mse"] = trial.user_attrs["test_mse"]
+    else:
+        row["test_accuracy"] = trial.user_attrs.get("test_accuracy")
     candidate = trial.user_attrs.get("candidate", {})
     flat = {**candidate.get("arch", {}), **candidate.get("train", {})}
     for column in ARCH_COLUMNS:

@@ -56,12 +56,17 @@ class History:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Loss, accuracy and per-sample predictions on one split."""
+    """Loss, task metrics and per-sample predictions on one split.
+
+    `scores` holds the split's metrics by objective name: accuracy, error and loss for
+    classification; mse, mae, r2 and loss for regression (where `accuracy` is NaN).
+    """
 
     loss: float
     accuracy: float
-    predictions: torch.Tensor  # predicted class per sample (int64, on the CPU)
-    confidence: torch.Tensor  # top-class probability per sample (float32, on the CPU)
+    predictions: torch.Tensor  # class per sample (int64), or values (N, k) for regression; CPU
+    confidence: torch.Tensor  # top-class probability per sample (float32, CPU); empty for regression
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -220,20 +225,35 @@ def evaluate(
     model: nn.Module, bundle: DataBundle, x: torch.Tensor, y: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Evaluation:
-    """Loss, accuracy and predictions of `model` on (x, y), in large batches without grad."""
-    loss_fn = loss_fn or LOSSES.get("cross_entropy")
+    """Loss, task metrics and predictions of `model` on (x, y), in large batches without grad."""
+    regression = bundle.task == "regression"
+    loss_fn = loss_fn or LOSSES.get("mse" if regression else "cross_entropy")
     model.eval()
     total = torch.zeros((), device=x.device)
-    preds, confs = [], []
+    outputs = []
     with torch.no_grad():
         for begin in range(0, x.shape[0], EVAL_BATCH):
             out = model(bundle.normalize(x[begin:begin + EVAL_BATCH]))
             target = y[begin:begin + EVAL_BATCH]
             total += loss_fn(out, target) * target.shape[0]
-            prob = out.float().softmax(dim=1)
-            conf, pred = prob.max(dim=1)
-            preds.append(pred)
-            confs.append(conf)
-    predictions = torch.cat(preds).cpu()
-    accuracy = float((predictions == y.cpu()).float().mean().item())
-    return Evaluation(float(total.item()) / x.shape[0], accuracy, predictions, torch.cat(confs).cpu())
+            outputs.append(out.float())
+    loss = float(total.item()) / x.shape[0]
+    out = torch.cat(outputs)
+    return _regression_eval(loss, out, y) if regression else _class_eval(loss, out, y)
+
+
+def _class_eval(loss: float, out: torch.Tensor, y: torch.Tensor) -> Evaluation:
+    confidence, predictions = out.softmax(dim=1).max(dim=1)
+    accuracy = float((predictions == y).float().mean().item())
+    scores = {"accuracy": accuracy, "error": 1.0 - accuracy, "loss": loss}
+    return Evaluation(loss, accuracy, predictions.cpu(), confidence.cpu(), scores)
+
+
+def _regression_eval(loss: float, out: torch.Tensor, y: torch.Tensor) -> Evaluation:
+    """mse and mae over every output; r2 per output, averaged (as scikit-learn's r2_score)."""
+    diff = out - y.float()
+    residual = (diff ** 2).sum(dim=0)
+    spread = ((y.float() - y.float().mean(dim=0)) ** 2).sum(dim=0).clamp_min(1e-12)
+    scores = {"mse": float((diff ** 2).mean().item()), "mae": float(diff.abs().mean().item()),
+              "r2": float((1.0 - residual / spread).mean().item()), "loss": loss}
+    return Evaluation(loss, math.nan, out.cpu(), torch.empty(0), scores)

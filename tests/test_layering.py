@@ -7,7 +7,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "automl_nn"
 # Modules below `space`: they never import optuna, so a Candidate rebuilds anywhere without a study.
-NO_OPTUNA = ("errors", "registry", "spec", "blocks", "losses", "optim", "data", "model", "metrics",
+NO_OPTUNA = ("errors", "registry", "spec", "blocks", "losses", "optim", "arrays", "synthetic", "files",
+             "vision", "prepare", "data", "model", "metrics",
              "train", "config")
 
 
