@@ -79,7 +79,8 @@ def curve_matrix(curves: Sequence[Sequence[float]]) -> np.ndarray:
 
 def last_index(acc: np.ndarray) -> np.ndarray:
     """Index of each row's last trained epoch (-1 for a row with none)."""
-    return np.sum(~np.isnan(acc), axis=1) - 1
+    out: np.ndarray = np.sum(~np.isnan(acc), axis=1) - 1
+    return out
 
 
 def last_value(acc: np.ndarray) -> np.ndarray:
@@ -161,7 +162,8 @@ def gold_stars(acc: np.ndarray, floor: float = GOLD_FLOOR, top: float = GOLD_TOP
     """Trials at or above `floor` at every attempt they took and at or above `top` at the last."""
     trained = ~np.isnan(acc)
     every = np.all(np.where(trained, acc >= floor - EPS, True), axis=1) & trained.any(axis=1)
-    return every & (np.nan_to_num(last_value(acc), nan=-1.0) >= top - EPS)
+    out: np.ndarray = every & (np.nan_to_num(last_value(acc), nan=-1.0) >= top - EPS)
+    return out
 
 
 def costs_by_family(families: Sequence[str], costs: dict[str, np.ndarray], gold: np.ndarray,
@@ -170,7 +172,7 @@ def costs_by_family(families: Sequence[str], costs: dict[str, np.ndarray], gold:
     out = {}
     for name, values in costs.items():
         stars = [{"trial": int(numbers[i]), "family": families[i], "value": _num(values[i])}
-                 for i in np.flatnonzero(gold) if math.isfinite(values[i])]
+                 for i in map(int, np.flatnonzero(gold)) if math.isfinite(values[i])]
         out[name] = {"by_family": group_stats(families, values, descending=False), "gold": stars}
     return out
 
@@ -249,8 +251,9 @@ def sample_difficulty(final_pred: np.ndarray, final_conf: np.ndarray, labels: np
     weird = common_n > weird_share * n_trials
     confusing = count.max(axis=1) * 2 <= n_trials
     weird_rows = [_weird_row(j, final_pred, final_conf, labels, common_wrong, common_n, n_trials,
-                             label_error_confidence) for j in np.flatnonzero(weird)]
-    confusing_rows = [_confusing_row(j, count, labels, n_trials) for j in np.flatnonzero(confusing)]
+                             label_error_confidence) for j in map(int, np.flatnonzero(weird))]
+    confusing_rows = [_confusing_row(j, count, labels, n_trials)
+                      for j in map(int, np.flatnonzero(confusing))]
     return {
         "trials": n_trials, "samples": int(labels.shape[0]), "easy": int(easy.sum()),
         "weird": len(weird_rows), "confusing": len(confusing_rows),
@@ -305,7 +308,7 @@ def best_per_class(final_pred: np.ndarray, labels: np.ndarray, n_classes: int, b
     every class reads 100.
     """
     acc = per_class_accuracy(final_pred, labels, n_classes)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for c in range(n_classes):
         column = acc[:, c]
         if np.isnan(column[best]):
@@ -328,7 +331,7 @@ def ensemble_sizes(n: int) -> list[int]:
     while decade <= n:
         sizes |= {int(s * decade) for s in (1, 1.5, 2, 3, 5, 7) if s * decade <= n}
         decade *= 10
-    return sorted(s for s in sizes if s >= 1 and (s > 1 or n >= 1))
+    return sorted(sizes)
 
 
 def vote_accuracy(members_pred: np.ndarray, members_conf: np.ndarray, labels: np.ndarray,
@@ -360,7 +363,9 @@ def pareto_layers(accuracy: np.ndarray, cost: np.ndarray) -> list[int]:
     left = list(np.lexsort((-acc, cst)))  # by cost, then best accuracy first
     order: list[int] = []
     while left:
-        layer, rest, best = [], [], -np.inf
+        layer: list[int] = []
+        rest: list[int] = []
+        best = -np.inf
         for i in left:
             (layer if acc[i] > best else rest).append(int(i))
             best = max(best, acc[i])
@@ -384,17 +389,18 @@ def ensembles(final_pred: np.ndarray, final_conf: np.ndarray, labels: np.ndarray
                   params, nan=np.inf)))],
               "best_per_cost": pareto_layers(val_accuracy, params)}
     sizes = ensemble_sizes(len(numbers))
-    best_row_info = {"trial": int(numbers[best]), "accuracy": float(split_acc[best]),
+    target = float(split_acc[best])
+    best_row_info: dict[str, Any] = {"trial": int(numbers[best]), "accuracy": target,
                      **{c: _num(costs[c][best]) for c in ENSEMBLE_COSTS if c in costs}}
     result: dict[str, Any] = {"best": best_row_info, "sizes": sizes, "orders": {}}
     for name, order in orders.items():
         accs = vote_accuracy(final_pred[order], final_conf[order], labels, n_classes, sizes)
-        rows = [{"k": k, "majority": accs[k][0], "weighted": accs[k][1],
+        rows: list[dict[str, Any]] = [{"k": k, "majority": accs[k][0], "weighted": accs[k][1],
                  "members": [int(numbers[i]) for i in order[:k]][:20],
                  **{c: _num(np.nansum(costs[c][order[:k]])) for c in ENSEMBLE_COSTS if c in costs}}
                 for k in sizes]
         result["orders"][name] = {"rows": rows, "first_to_match": {
-            vote: next((r for r in rows if r[vote] >= best_row_info["accuracy"] - EPS), None)
+            vote: next((r for r in rows if r[vote] >= target - EPS), None)
             for vote in ("majority", "weighted")}}
     return result
 
@@ -439,7 +445,9 @@ def answer(trials: Sequence[TrialInfo], preds: Predictions | None, *, split: str
         "gold_stars": {"floor": GOLD_FLOOR, "top": gold_top,
                        "trials": [n for n, g in zip(numbers, gold, strict=True) if g]},
         "q3_6_costs": costs_by_family(families, costs, gold, numbers),
-        "q7_epochs": epoch_changes(acc, numbers),
+        "q7_epochs": {**epoch_changes(acc, numbers), "curves": [
+            {"trial": n, "accuracy": [float(a) for a in row if not math.isnan(a)]}
+            for n, row in zip(numbers, acc, strict=True)]},
         "needs_predictions": [],
     }
     if preds is None or not preds.rows:
