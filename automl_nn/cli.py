@@ -130,6 +130,9 @@ def search(
     data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored.")] = None,
     keep_weights: Annotated[str | None, typer.Option(
         help="Keep trained weights for export: pareto (front trials, default), all or none.")] = None,
+    keep_predictions: Annotated[bool | None, typer.Option(
+        "--keep-predictions/--no-keep-predictions",
+        help="Keep every trial's per-epoch predictions for `automl-nn analyze` (default: keep).")] = None,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 1,
     trials_per_device: PerDeviceOpt = 1,
@@ -147,7 +150,8 @@ def search(
     overrides = {
         "dataset": dataset, "objectives": objective, "trials": trials, "timeout": timeout,
         "study_name": study_name, "storage": storage, "sampler": sampler, "pruner": pruner,
-        "seed": seed, "data_dir": data_dir, "keep_weights": keep_weights, "epochs": epochs,
+        "seed": seed, "data_dir": data_dir, "keep_weights": keep_weights,
+        "keep_predictions": keep_predictions, "epochs": epochs,
         "family": family, "depth": depth,
         "width": width, "activation": activation, "optimizer": optimizer, "lr": lr,
         "batch_size": batch_size, "max_params": max_params, "max_flops": max_flops,
@@ -393,6 +397,38 @@ def datasets(
 class ReportFormat(StrEnum):
     html = "html"
     png = "png"
+
+
+class Split(StrEnum):
+    val = "val"
+    test = "test"
+
+
+@app.command()
+@handled
+def analyze(
+    study_name: Annotated[str, typer.Argument(help="Study name.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for analysis.html and analysis.json.")]
+    = Path("analysis"),
+    split: Annotated[Split, typer.Option(help="Which split's predictions to analyse.")] = Split.test,
+    gold_star: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Accuracy a trial needs at its last epoch for a gold star.")] = 0.98,
+    data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored (image grid).")] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Answer seed 000's ten cross-trial questions for a classification study: HTML page and JSON."""
+    from automl_nn import analysis_page, study
+
+    url = study.storage_url(storage)
+    loaded = study.load_existing(study_name, study.open_storage(url, must_exist=True))
+    paths = analysis_page.analyze_study(loaded, url, split.value, out_dir, gold_star, data_dir)
+    answers = json.loads(paths["json"].read_text())
+    out.print(f"wrote {paths['html']} and {paths['json']}: {answers['trials']} trials, "
+              f"{answers['with_predictions']} with stored predictions", highlight=False)
+    for question in answers["needs_predictions"]:
+        out.print(Text("note: ", style="yellow") + Text(
+            f"{analysis_page.PREDICTION_QUESTIONS[question]} needs stored predictions; none were kept."),
+            highlight=False)
 
 
 @app.command()

@@ -227,7 +227,8 @@ CONSTRAINT_KEYS = {"max_params": "params", "max_flops": "flops", "max_memory": "
 DATA_FLAGS = ("target", "task", "oversample", "pca", "data_options")
 # Keys of a study file besides `space`; each may also come from a CLI flag.
 TOP_KEYS = ("dataset", "objectives", "trials", "timeout", "study_name", "storage", "sampler",
-            "pruner", "seed", "data_dir", "keep_weights", "constraints", *CONSTRAINT_KEYS, "space")
+            "pruner", "seed", "data_dir", "keep_weights", "keep_predictions", "constraints",
+            *CONSTRAINT_KEYS, "space")
 PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
 
 
@@ -290,6 +291,8 @@ class StudyConfig:
     seed: int | None = None
     data_dir: str | None = None
     keep_weights: str = "pareto"
+    # per-epoch predicted class of every validation/test sample, for `automl-nn analyze`
+    keep_predictions: bool = True
     # metric -> upper limit (e.g. ("params", 1e5)); a candidate over one is never trained
     constraints: tuple[tuple[str, float], ...] = ()
     pruning: PrunerConfig = field(default_factory=PrunerConfig)
@@ -430,6 +433,8 @@ def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["seed"] = _int(raw["seed"], "seed")
     if "keep_weights" in raw:
         out["keep_weights"] = _one_of(raw["keep_weights"], KEEP_WEIGHTS, "keep_weights")
+    if raw.get("keep_predictions") is not None:
+        out["keep_predictions"] = _bool(raw["keep_predictions"], "keep_predictions")
     constraints = _constraints(raw)
     if constraints:
         out["constraints"] = constraints
@@ -570,6 +575,14 @@ def _nonempty_str(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: expected a non-empty string, but got {value!r}.")
     return value.strip()
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(f"{where}: expected true or false, but got {value!r}.")
 
 
 def _one_of(value: Any, valid: tuple[str, ...], where: str) -> str:

@@ -23,7 +23,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from torch import nn
 
-from automl_nn import metrics, pruning, space
+from automl_nn import metrics, predictions, pruning, space
 from automl_nn.blocks import effective_widths, shrink
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle
@@ -86,6 +86,8 @@ class TrialRunner:
     device: torch.device
     reporter: Reporter
     store: FileSystemArtifactStore | None = None  # where trained weights go; None keeps none
+    # where per-sample predictions go (`automl-nn analyze`); None keeps none
+    predictions_store: FileSystemArtifactStore | None = None
 
     def __post_init__(self) -> None:
         self.prune = pruning.make_epoch_pruning(self.config)
@@ -135,13 +137,17 @@ class TrialRunner:
         if violations:
             return self._infeasible(trial, values, violations)
         model.to(self.device)
+        recorder = (None if self.predictions_store is None else
+                    predictions.Recorder(model, prepared(self.bundle, candidate.train)))
         history = fit(model, self.bundle, candidate.train,
-                      on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs))
+                      on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs, recorder))
         if candidate.arch.gated:
             trial.set_user_attr("start_params", values["params"])  # before the cut
         done = finish(model, candidate, self.bundle, history)
         model, test = done.model, done.test
         values.update(done.values)
+        if recorder is not None:  # evaluating the test split for analysis is not training time
+            values["train_time"] -= recorder.seconds
         if candidate.arch.gated:
             trial.set_user_attr("effective_widths", list(done.arch.widths))
         _store(trial, values)
@@ -150,6 +156,8 @@ class TrialRunner:
         objective = objective_values(self.config.objectives, values)
         if self.store is not None:
             save_weights(trial, model, self.store)
+        if recorder is not None and self.predictions_store is not None:
+            predictions.save_predictions(trial, recorder, self.predictions_store)
         return objective
 
     def _infeasible(self, trial: optuna.Trial, static: dict[str, float],
@@ -160,7 +168,10 @@ class TrialRunner:
         log.info("trial %d infeasible, not trained: %s", trial.number, "; ".join(violations))
         return pruning.infeasible_values(self.config.objectives, static, self.bundle.n_outputs)
 
-    def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int) -> None:
+    def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int,
+                  recorder: predictions.Recorder | None = None) -> None:
+        if recorder is not None:
+            recorder.record(result)
         # NaN (val_accuracy of a regression) is not valid JSON for the dashboard: leave it out.
         record = {k: v for k, v in result.to_dict().items() if math.isfinite(v)}
         trial.set_user_attr(f"epoch{result.epoch}", record)

@@ -26,7 +26,7 @@ from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import pruning, recovery, space, weights
+from automl_nn import predictions, pruning, recovery, space, weights
 from automl_nn.config import SMOKE_SUFFIX, StudyConfig
 from automl_nn.data import DataBundle
 from automl_nn.errors import ConfigError, StorageError, suggest
@@ -502,7 +502,8 @@ def run_search(
             return study
         torch_device = resolve_device(device)
         store = None if config.keep_weights == "none" else weights.open_store(storage_url(config.storage))
-        runner = TrialRunner(config, bundle.to(torch_device), torch_device, reporter, store)
+        runner = TrialRunner(config, bundle.to(torch_device), torch_device, reporter, store,
+                             predictions_store=prediction_store(study, config, bundle))
         beat = recovery.heartbeat_settings()
         stopper = _Stopper(config.trials, reporter, budget, graceful, beat,
                            front_store=store if config.keep_weights == "pareto" else None)
@@ -517,6 +518,17 @@ def run_search(
     if stopper.tripped is not None:
         raise ConfigError(f"{stopper.tripped}; the study keeps its finished trials.")
     return study
+
+
+def prediction_store(study: optuna.Study, config: StudyConfig,
+                     bundle: DataBundle) -> FileSystemArtifactStore | None:
+    """Where trials keep per-sample predictions (classification only); the labels go there once."""
+    if not config.keep_predictions or bundle.task != "classification":
+        return None
+    store = weights.open_store(storage_url(config.storage))
+    if predictions.LABELS_ATTR not in study.user_attrs:  # a racing worker writes the same labels
+        predictions.save_labels(study, bundle, store)
+    return store
 
 
 def with_storage(config: StudyConfig, storage: str) -> StudyConfig:

@@ -11,7 +11,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -37,9 +37,12 @@ class EpochResult:
     val_loss: float
     val_accuracy: float
     seconds: float
+    # The validation predictions behind val_accuracy, for hooks that keep them (`automl-nn analyze`);
+    # left out of to_dict, which holds the plain numbers a trial stores as its `epoch{k}` attribute.
+    val: Evaluation | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "val"}
 
 
 @dataclass
@@ -103,7 +106,7 @@ def fit(
             loop.epoch_schedule.step()
         val = evaluate(model, bundle, bundle.x_val, bundle.y_val, loop.loss_fn)
         result = EpochResult(epoch, train_loss, val.loss, val.accuracy,
-                             time.perf_counter() - epoch_start)
+                             time.perf_counter() - epoch_start, val)
         history.epochs.append(result)
         if on_epoch is not None:
             on_epoch(result)

@@ -23,7 +23,7 @@ from automl_nn.config import resolve
 from automl_nn.study import open_storage, open_study
 
 ROOT = Path(__file__).resolve().parents[1]
-LONG = 150  # epochs of a trial long enough (seconds) to be caught in the middle
+LONG = 600  # epochs of a trial long enough (several seconds) to be caught in the middle
 SPACE = ["--dataset", "digits", "--objective", "accuracy", "--family", "linear", "--depth", "1",
          "--width", "8", "--batch-size", "64", "--seed", "0", "--epochs", f"1,{LONG}"]
 

@@ -1,0 +1,184 @@
+"""Per-sample predictions as Optuna artifacts, so cross-trial analysis never retrains.
+
+Each classification trial keeps, for every epoch, the predicted class of every validation and test
+sample (uint8 when there are at most 256 classes, else int16) and the top-class probability
+(float16), in one compressed .npz artifact whose SHA-256 is a user attribute (as weights.py does for
+weights). The labels of both splits are kept once per study, not per trial. `collect` reads a study
+back into the plain arrays `automl_nn.analysis` works on.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from automl_nn.analysis import MISSING, Predictions, TrialInfo
+from automl_nn.data import DataBundle
+from automl_nn.errors import StorageError
+from automl_nn.train import EpochResult, Evaluation, evaluate
+from automl_nn.weights import sha256_file
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_ATTR = "predictions_artifact"
+HASH_ATTR = "predictions_sha256"
+LABELS_ATTR = "labels_artifact"
+LABELS_HASH_ATTR = "labels_sha256"
+SPLITS = ("val", "test")
+
+
+def class_dtype(n_classes: int) -> np.dtype[Any]:
+    """The smallest integer type that holds every class index."""
+    return np.dtype(np.uint8) if n_classes <= 256 else np.dtype(np.int16)
+
+
+@dataclass
+class Recorder:
+    """Collects one trial's per-epoch predictions; used as (part of) fit's `on_epoch` hook.
+
+    The validation predictions come with the epoch's result; the test split is evaluated here, and
+    the time that takes is kept in `seconds` so the trial can leave it out of its training time.
+    """
+
+    model: nn.Module
+    bundle: DataBundle  # as the model trains on it (see train.prepared)
+    seconds: float = 0.0
+    epochs: dict[str, list[Evaluation]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+
+    def record(self, result: EpochResult) -> None:
+        start = time.perf_counter()
+        val = result.val or evaluate(self.model, self.bundle, self.bundle.x_val, self.bundle.y_val)
+        test = evaluate(self.model, self.bundle, self.bundle.x_test, self.bundle.y_test)
+        self.epochs["val"].append(val)
+        self.epochs["test"].append(test)
+        self.seconds += time.perf_counter() - start
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """`{split}_pred` (epochs x samples, class index) and `{split}_conf` (float16) per split."""
+        dtype = class_dtype(self.bundle.n_outputs)
+        out: dict[str, np.ndarray] = {}
+        for split, evals in self.epochs.items():
+            out[f"{split}_pred"] = np.stack([e.predictions.numpy().astype(dtype) for e in evals])
+            out[f"{split}_conf"] = np.stack([e.confidence.numpy().astype(np.float16) for e in evals])
+        return out
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def _upload(target: optuna.Trial | optuna.Study, arrays: dict[str, np.ndarray], name: str,
+            store: FileSystemArtifactStore) -> tuple[str, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(npz_bytes(arrays))
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(path),
+                                      study_or_trial=target, mimetype="application/octet-stream")
+        return artifact_id, sha256_file(path)
+
+
+def save_predictions(trial: optuna.Trial, recorder: Recorder, store: FileSystemArtifactStore) -> None:
+    """Upload the trial's predictions and record the artifact id and its SHA-256."""
+    artifact_id, digest = _upload(trial, recorder.arrays(), f"trial{trial.number}-predictions.npz", store)
+    trial.set_user_attr(ARTIFACT_ATTR, artifact_id)
+    trial.set_user_attr(HASH_ATTR, digest)
+
+
+def save_labels(study: optuna.Study, bundle: DataBundle, store: FileSystemArtifactStore) -> None:
+    """Keep the validation and test labels once per study (every trial sees the same splits)."""
+    dtype = class_dtype(bundle.n_outputs)
+    arrays = {"val_labels": bundle.y_val.cpu().numpy().astype(dtype),
+              "test_labels": bundle.y_test.cpu().numpy().astype(dtype)}
+    artifact_id, digest = _upload(study, arrays, "labels.npz", store)
+    study.set_user_attr(LABELS_ATTR, artifact_id)
+    study.set_user_attr(LABELS_HASH_ATTR, digest)
+
+
+def fetch(artifact_id: str, expected_sha256: str, store: FileSystemArtifactStore,
+          what: str) -> dict[str, np.ndarray]:
+    """Download an .npz artifact, check its SHA-256, and read it without unpickling anything."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "artifact.npz"
+        try:
+            download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+        except Exception:
+            raise StorageError(f"{what}: artifact {artifact_id} is missing from the artifact store "
+                               f"{getattr(store, '_base_path', '')}. Keep the `<storage>-artifacts` "
+                               "directory beside the storage file.") from None
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise StorageError(f"{what}: SHA-256 {actual[:16]}... does not match the recorded "
+                               f"{expected_sha256[:16]}...; the file was changed or corrupted.")
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+
+
+# ---- reading a study back ------------------------------------------------------------------------
+
+
+def trial_info(trial: FrozenTrial, split: str) -> TrialInfo:
+    """What analysis needs of a trial besides its predictions (all from its user attributes)."""
+    attrs = trial.user_attrs
+    arch = attrs.get("candidate", {}).get("arch", {})
+    curve: list[float] = []
+    while isinstance(epoch := attrs.get(f"epoch{len(curve) + 1}"), dict):
+        curve.append(float(epoch["val_accuracy"]))
+    final = attrs.get("accuracy" if split == "val" else "test_accuracy")
+    costs = {name: float(attrs[name]) for name in ("params", "memory", "ops", "flops", "train_time")
+             if isinstance(attrs.get(name), int | float)}
+    return TrialInfo(number=trial.number, family=str(arch.get("family", "?")),
+                     activation=str(arch.get("activation", "?")), costs=costs, val_curve=curve,
+                     val_accuracy=_float(attrs.get("accuracy")), split_accuracy=_float(final))
+
+
+def _float(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def analysable_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials that trained (trials over a constraint are COMPLETE but never trained)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "infeasible" not in t.user_attrs]
+
+
+def collect(study: optuna.Study, store: FileSystemArtifactStore | None,
+            split: str) -> tuple[list[TrialInfo], Predictions | None]:
+    """Every analysable trial, and the predictions of those that kept them (None if none did)."""
+    trials = analysable_trials(study)
+    infos = [trial_info(t, split) for t in trials]
+    kept = [i for i, t in enumerate(trials) if ARTIFACT_ATTR in t.user_attrs]
+    if not kept or store is None or LABELS_ATTR not in study.user_attrs:
+        return infos, None
+    labels = fetch(study.user_attrs[LABELS_ATTR], study.user_attrs[LABELS_HASH_ATTR], store,
+                   f'labels of study "{study.study_name}"')[f"{split}_labels"]
+    per_trial = [fetch(trials[i].user_attrs[ARTIFACT_ATTR], trials[i].user_attrs[HASH_ATTR], store,
+                       f"predictions of trial {trials[i].number}") for i in kept]
+    return infos, stack(kept, [a[f"{split}_pred"] for a in per_trial],
+                        [a[f"{split}_conf"] for a in per_trial], labels,
+                        int(study.user_attrs.get("data", {}).get("n_outputs", int(labels.max()) + 1)))
+
+
+def stack(rows: list[int], preds: list[np.ndarray], confs: list[np.ndarray], labels: np.ndarray,
+          n_classes: int) -> Predictions:
+    """Pad per-trial (epochs x samples) arrays to one (trials x max epochs x samples) block."""
+    epochs = max(p.shape[0] for p in preds)
+    pred = np.full((len(preds), epochs, labels.shape[0]), MISSING, dtype=np.int16)
+    conf = np.full(pred.shape, np.nan, dtype=np.float32)
+    for i, (p, c) in enumerate(zip(preds, confs, strict=True)):
+        pred[i, :p.shape[0]] = p
+        conf[i, :c.shape[0]] = c
+    return Predictions(rows=rows, pred=pred, conf=conf, labels=labels.astype(np.int64),
+                       n_classes=n_classes)
