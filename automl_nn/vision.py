@@ -136,6 +136,16 @@ def available(name: str, data_dir: str | None) -> bool:
     return find_files(SETS[name], Path(data_dir) if data_dir else cache_dir()) is not None
 
 
+def torchvision_root(name: str, data_dir: str | None) -> Path:
+    """The directory torchvision's own class for `name` reads from (staging files there if needed)."""
+    vset = SETS[name]
+    root = Path(data_dir).expanduser() if data_dir else cache_dir()
+    files = find_files(vset, root)
+    if files is None:
+        raise _missing_error(name, vset, root, data_dir is not None)
+    return _staged_root(vset, root, files)
+
+
 def _staged_root(vset: VisionSet, root: Path, files: dict[str, Path]) -> Path:
     """A root in torchvision's layout: `root` itself, or a cache copy (gunzipped or linked)."""
     target_dir = root / vset.folder

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from automl_nn import data
+from automl_nn import data, vision
 from automl_nn.spec import TrainSpec
 from automl_nn.train import fit
 
@@ -82,12 +82,6 @@ def our_loop(model: nn.Module, bundle: data.DataBundle, samples: int, batch_size
     return samples / (history.epochs[0].seconds)
 
 
-def mnist_root(data_dir: str | None) -> str:
-    """The directory torchvision reads MNIST from (data.load arranges it there)."""
-    bundle_dir = data.dataset_root("mnist", data_dir) if hasattr(data, "dataset_root") else data_dir
-    return str(bundle_dir)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--data-dir", default=None)
@@ -99,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bundle = data.load("mnist", args.data_dir)
-    root = mnist_root(args.data_dir)
+    root = str(vision.torchvision_root("mnist", args.data_dir))
     results = {}
     for name, samples in (("mlp", args.mlp_samples), ("cnn", args.cnn_samples)):
         ours, ref = [], []
