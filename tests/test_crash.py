@@ -54,12 +54,15 @@ def _trials(url: str, name: str) -> list[FrozenTrial]:
 
 
 def _wait_in_training(url: str, name: str, count: int, process: subprocess.Popen[str]) -> None:
-    """Until `count` trials are RUNNING and past their first epoch."""
+    """Until `count` long trials are RUNNING and past their first epoch.
+
+    Only the long ones: a one-epoch trial seen with its epoch done may be complete a moment later.
+    """
     deadline = time.time() + 120
     while time.time() < deadline:
         assert process.poll() is None, process.communicate()[0]
         running = [t for t in _trials(url, name) if t.state == TrialState.RUNNING
-                   and "epoch1" in t.user_attrs]
+                   and t.params.get("epochs") == LONG and "epoch1" in t.user_attrs]
         if len(running) >= count:
             return
         time.sleep(0.2)
