@@ -108,28 +108,20 @@ def _conv_dropout(values: Mapping[str, Any]) -> bool:
     return _conv_family(values) and float(values["dropout"]) > 0
 
 
-def _has_momentum(values: Mapping[str, Any]) -> bool:
-    return bool(optim.OPTIMIZERS.get(str(values["optimizer"])).has_momentum)
+def _capability(registry: Registry[Any], key: str, flag: str) -> Callable[[Mapping[str, Any]], bool]:
+    """An `applies` condition: the entry chosen for `key` has the capability `flag`."""
+    def applies(values: Mapping[str, Any]) -> bool:
+        return bool(getattr(registry.get(str(values[key])), flag))
+
+    return applies
 
 
-def _has_nesterov(values: Mapping[str, Any]) -> bool:
-    return bool(optim.OPTIMIZERS.get(str(values["optimizer"])).has_nesterov)
-
-
-def _smoothing_loss(values: Mapping[str, Any]) -> bool:
-    return bool(losses.LOSSES.get(str(values["loss"])).smoothing)
-
-
-def _init_uses_std(values: Mapping[str, Any]) -> bool:
-    return bool(blocks.INITIALIZERS.get(str(values["init"])).uses_std)
-
-
-def _schedule_uses_gamma(values: Mapping[str, Any]) -> bool:
-    return bool(optim.SCHEDULES.get(str(values["schedule"])).uses_gamma)
-
-
-def _schedule_uses_step(values: Mapping[str, Any]) -> bool:
-    return bool(optim.SCHEDULES.get(str(values["schedule"])).uses_step)
+_has_momentum = _capability(optim.OPTIMIZERS, "optimizer", "has_momentum")
+_has_nesterov = _capability(optim.OPTIMIZERS, "optimizer", "has_nesterov")
+_smoothing_loss = _capability(losses.LOSSES, "loss", "smoothing")
+_init_uses_std = _capability(blocks.INITIALIZERS, "init", "uses_std")
+_schedule_uses_gamma = _capability(optim.SCHEDULES, "schedule", "uses_gamma")
+_schedule_uses_step = _capability(optim.SCHEDULES, "schedule", "uses_step")
 
 
 def _gated(values: Mapping[str, Any]) -> bool:

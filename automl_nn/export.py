@@ -27,7 +27,7 @@ from automl_nn import __version__, metrics, weights
 from automl_nn.data import load as load_dataset
 from automl_nn.errors import StorageError, UsageError
 from automl_nn.model import build
-from automl_nn.objectives import finish, static_signature
+from automl_nn.objectives import attrs_of, finish, static_signature
 from automl_nn.spec import ArchSpec, Candidate, TrainSpec
 from automl_nn.train import EpochResult, fit, seed_everything
 
@@ -237,7 +237,7 @@ def _write_checked(out: Path, source: str, model: nn.Module, data: dict[str, Any
 def _meta(study: optuna.Study, trial: FrozenTrial, candidate: Candidate, data: dict[str, Any],
           sha: str, out: Path) -> dict[str, Any]:
     names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
-    measured = {name: trial.user_attrs[name] for name in metrics.METRICS if name in trial.user_attrs}
+    measured = attrs_of(trial)
     return {
         "study": study.study_name, "trial": trial.number,
         "objectives": dict(zip(names, trial.values or [], strict=False)),

@@ -13,7 +13,7 @@ import logging
 import signal
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -529,8 +529,3 @@ def prediction_store(study: optuna.Study, config: StudyConfig,
     if predictions.LABELS_ATTR not in study.user_attrs:  # a racing worker writes the same labels
         predictions.save_labels(study, bundle, store)
     return store
-
-
-def with_storage(config: StudyConfig, storage: str) -> StudyConfig:
-    """The same config pointed at another storage URL (a worker's view of a shared study)."""
-    return replace(config, storage=storage)
