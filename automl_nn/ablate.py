@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from automl_nn import decide, report, space
+from automl_nn.accel import AccelConfig
 from automl_nn.config import RULES, Choice, Range, SpaceConfig, parse_space
 from automl_nn.errors import TrialFailure, UsageError, suggest
 from automl_nn.export import train_candidate
@@ -153,7 +154,10 @@ def variant_params(base: Mapping[str, Any], factor: str, value: Any,
 
     A per-layer width that newly applies (depth grew) copies the deepest layer the baseline had.
     """
-    params = {**base, factor: value}
+    return _completed({**base, factor: value}, base, space_config)
+
+
+def _completed(params: dict[str, Any], base: Mapping[str, Any], space_config: SpaceConfig) -> dict[str, Any]:
     for name, param in space_config.items():
         if isinstance(param, Choice | Range) and name not in params:
             params[name] = _neutral(name, param)
@@ -173,6 +177,14 @@ def _max_depth(space_config: SpaceConfig) -> int:
     if isinstance(depth, Choice):
         return max(int(v) for v in depth.options)
     return int(depth.value)
+
+
+def applying(base: Mapping[str, Any], space_config: SpaceConfig, seed: int) -> set[str]:
+    """The parameters the baseline's candidate samples: a `--set` can switch some off (dropout 0
+    leaves no dropout placement to vary), and varying those would train the same network again."""
+    trial = optuna.trial.FixedTrial(_completed(dict(base), base, space_config))
+    space.sample(trial, space_config, seed=seed)
+    return set(trial.params)
 
 
 def candidate_of(params: Mapping[str, Any], space_config: SpaceConfig, seed: int) -> Candidate:
@@ -197,15 +209,21 @@ def run_ablation(
     base = {**base_trial.params, **(overrides or {})}
     seed = int(base_trial.user_attrs.get("seed", 0))
     dataset, data_dir = str(config.get("dataset", "digits")), config.get("data_dir")
+    job = _Job(dataset, data_dir, device, stored_accel(config))
     done: dict[str, Variant] = {}
     result = Ablation(study.study_name, dataset, base_trial.number, base, {})
+    applied = applying(base, space_config, seed)
     for factor in choose_factors(base_trial, factors):
+        if factor not in applied:
+            log.warning("%s does not apply at the baseline (%s); not varied.", factor,
+                        ", ".join(f"{k}={_label(v)}" for k, v in (overrides or {}).items()))
+            continue
         variants = []
         for value in _values_with_baseline(base_trial.distributions[factor], points, base.get(factor)):
             candidate = candidate_of(variant_params(base, factor, value, space_config), space_config, seed)
             key = candidate.to_json()
             if key not in done:
-                done[key] = _train(candidate, value, dataset, data_dir, device)
+                done[key] = _train(candidate, value, job)
             variant = Variant(**{**asdict(done[key]), "value": value,
                                  "baseline": value == base.get(factor)})
             variants.append(variant)
@@ -224,10 +242,28 @@ def _values_with_baseline(distribution: BaseDistribution, points: int, baseline:
     return values
 
 
-def _train(candidate: Candidate, value: Any, dataset: str, data_dir: str | None,
-           device: str) -> Variant:
+@dataclass(frozen=True)
+class _Job:
+    """Where and how every variant trains: the study's data, the device and its acceleration."""
+
+    dataset: str
+    data_dir: str | None
+    device: str
+    acceleration: AccelConfig
+
+
+def stored_accel(config: Mapping[str, Any]) -> AccelConfig:
+    """The acceleration options of a stored study config (defaults for studies made before them)."""
+    defaults = AccelConfig()
+    return AccelConfig(str(config.get("amp", defaults.amp)),
+                       str(config.get("channels_last", defaults.channels_last)),
+                       bool(config.get("compile", defaults.compile)))
+
+
+def _train(candidate: Candidate, value: Any, job: _Job) -> Variant:
     try:
-        trained = train_candidate(candidate, dataset, data_dir, device=device)
+        trained = train_candidate(candidate, job.dataset, job.data_dir, device=job.device,
+                                  acceleration=job.acceleration)
     except (TrialFailure, UsageError) as exc:  # a diverging lr, a loss that does not fit: a result too
         log.info("variant %s failed: %s", value, exc)
         return Variant(value, False, None, None, [], str(exc).splitlines()[0])

@@ -277,6 +277,8 @@ class Family:
     convolutional: bool
     ranks: tuple[int, ...] | None  # ranks of one sample it applies to (3 = C,H,W); None = any
     description: str
+    # spatial dimensions of its convolutions (0: none); 2 and 3 can run channels_last on CUDA
+    conv_dims: int = 0
 
     def supports(self, input_shape: Shape) -> str | None:
         """None when the family applies to samples of `input_shape`, else the reason it does not."""
@@ -366,19 +368,21 @@ def build_resnet(arch: ArchSpec, input_shape: Shape, n_outputs: int) -> nn.Seque
 
 FAMILIES.add("linear", Family(build_linear, False, None, "fully connected layers"))
 FAMILIES.add("conv1d", Family(conv_family(1), True, (1, 2, 3),
-                              "1-D convolutions (images read row by row), 1x1 conv head, global pool"))
+                              "1-D convolutions (images read row by row), 1x1 conv head, global pool",
+                              conv_dims=1))
 FAMILIES.add("conv2d", Family(conv_family(2), True, (3,),
-                              "2-D convolutions, 1x1 conv head, global pool"))
+                              "2-D convolutions, 1x1 conv head, global pool", conv_dims=2))
 FAMILIES.add("conv3d", Family(conv_family(3), True, (3, 4),
-                              "3-D convolutions (images get a depth axis of 1), 1x1 conv head, global pool"))
+                              "3-D convolutions (images get a depth axis of 1), 1x1 conv head, global pool",
+                              conv_dims=3))
 FAMILIES.add("conv1d_linear", Family(conv_linear_family(1), True, (1, 2, 3),
-                                     "1-D convolutions, then a linear head"))
+                                     "1-D convolutions, then a linear head", conv_dims=1))
 FAMILIES.add("conv2d_linear", Family(conv_linear_family(2), True, (3,),
-                                     "2-D convolutions, then a linear head"))
+                                     "2-D convolutions, then a linear head", conv_dims=2))
 FAMILIES.add("conv3d_linear", Family(conv_linear_family(3), True, (3, 4),
-                                     "3-D convolutions, then a linear head"))
+                                     "3-D convolutions, then a linear head", conv_dims=3))
 FAMILIES.add("resnet", Family(build_resnet, True, (3,),
-                              "ResNet BasicBlocks (residual, 2-D), global pool, linear head"))
+                              "ResNet BasicBlocks (residual, 2-D), global pool, linear head", conv_dims=2))
 
 
 # ---- gated width: cutting out the neurons whose gates are (near) zero ----------------------------

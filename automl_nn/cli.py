@@ -1,7 +1,8 @@
 """The `automl-nn` command: thin commands that parse, call one function each, and render.
 
 Heavy modules (torch, optuna) are imported inside commands so `--help` stays instant.
-Exit codes: 0 ok, 1 runtime failure, 2 bad input, 130 interrupted (143 SIGTERM, 129 SIGHUP).
+Exit codes: 0 ok, 1 runtime failure (or damage `verify` found), 2 bad input, 130 interrupted
+(143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from automl_nn.errors import UsageError, WorkerFailure
+from automl_nn.errors import StorageUnavailable, UsageError, WorkerFailure
 
 app = typer.Typer(
     name="automl-nn",
@@ -53,7 +54,7 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (UsageError, WorkerFailure) as exc:
+        except (UsageError, WorkerFailure, StorageUnavailable) as exc:
             err.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
             raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt as exc:
@@ -136,6 +137,15 @@ def search(
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 1,
     trials_per_device: PerDeviceOpt = 1,
+    amp: Annotated[str | None, typer.Option(
+        help="Mixed precision: auto (bf16 on CUDA GPUs with native bf16, else off), off, bf16, or "
+        "fp16 (with loss scaling). Stored with the study. [default: auto]")] = None,
+    channels_last: Annotated[str | None, typer.Option(
+        help="channels_last memory layout for 2-d/3-d conv families: auto (on CUDA), on or off. "
+        "[default: auto]")] = None,
+    compile_: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="torch.compile every trial's model (off by default: "
+        "compiling takes longer than a short trial saves).", show_default=False)] = None,
     smoke: Annotated[bool, typer.Option(
         "--smoke", help="Check a study end to end fast: 2 trials of 1 epoch on 512 training samples, "
         "in a fresh study NAME-smoke (replaced on every smoke run; the real study is untouched).")]
@@ -157,6 +167,7 @@ def search(
         "batch_size": batch_size, "max_params": max_params, "max_flops": max_flops,
         "max_memory": max_memory, "target": target, "task": task, "oversample": oversample,
         "pca": pca, "data_options": data_option,
+        "amp": amp, "channels_last": channels_last, "compile": compile_,
     }
     config = cfg.resolve(raw, overrides)
     slots = parallel.plan_slots(device, workers, trials_per_device)
@@ -263,6 +274,26 @@ def studies(storage: StorageOpt = None) -> None:
         out.print("no studies in this storage yet; run `automl-nn search` to start one.")
         return
     _print_rows(rows, Format.table, title="studies")
+
+
+@app.command("verify")
+@handled
+def verify_cmd(
+    storage: Annotated[str, typer.Argument(
+        help="journal:PATH, sqlite:///PATH, or the path of a journal or SQLite file.")],
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Journal files: back the file up (PATH.bak-<time>), then drop the lines "
+        "Optuna cannot read and a torn last record. Stop every search on it first.")] = False,
+) -> None:
+    """Check a storage file for damage: unreadable journal lines and a torn last record, or
+    SQLite's integrity_check. Exit 0 sound (or repaired), 1 damaged, 2 bad input."""
+    from automl_nn import verify
+
+    verdict = verify.verify(storage, repair=repair)
+    for line in verdict.lines:
+        out.print(line, highlight=False, markup=False)
+    if not verdict.sound:
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -457,6 +488,43 @@ def report(
         folder = report_mod.image_dir(out_path)
         paths = report_mod.write_images(figs, folder)
         out.print(f"wrote {len(paths)} PNG images to {folder}/", highlight=False)
+
+
+@app.command()
+@handled
+def plot(
+    study_name: Annotated[str, typer.Argument(help="Study name.")],
+    x: Annotated[str, typer.Option(
+        "--x", help="A sampled parameter (width, loss, ...), a metric, or epoch for learning "
+        "curves.")],
+    y: Annotated[str, typer.Option(
+        "--y", help="A metric (accuracy, mse, test_accuracy, train_time, ...); with --x epoch a "
+        "per-epoch value (val_accuracy, val_loss, train_loss).")],
+    by: Annotated[str | None, typer.Option(
+        help="Parameter(s) whose values get one line each, comma-separated (init,init_std).")] = None,
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="Write the figure: .html (plotly inline) or .png (kaleido, needs chromium).")]
+    = None,
+    storage: StorageOpt = None,
+    format: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
+) -> None:
+    """Mean and std of a metric against one factor, one line per value of others (grid studies)."""
+    from automl_nn import factors, study
+    from automl_nn import report as report_mod
+
+    if out_path is not None and out_path.suffix not in (".html", ".png"):
+        raise report_mod.ReportError(f"--out {out_path}: expected a .html or .png file name, but got "
+                                     f"{out_path.suffix or 'no suffix'}.")
+    loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    points = report_mod.collect_points(loaded)
+    names = [n.strip() for n in by.split(",") if n.strip()] if by else []
+    found = (factors.curve_cells(points, y, names) if x == factors.EPOCH
+             else factors.cells(points, x, y, names))
+    _print_rows(factors.rows(found, x, y, names), format, title=f"{y} by {x} in {study_name}")
+    if out_path is not None:
+        fig = factors.factor_figure(points, x, y, names)
+        factors.write_figure(fig, out_path)
+        err.print(f"wrote {out_path}", highlight=False)
 
 
 @app.command()

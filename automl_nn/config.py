@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from automl_nn import blocks, data, losses, metrics, optim
+from automl_nn import accel, blocks, data, losses, metrics, optim
 from automl_nn.errors import ConfigError, suggest
 from automl_nn.registry import Registry
 
@@ -150,6 +150,10 @@ RULES: dict[str, Rule] = {
                        "(gated: the starting width)"),
     "gate_l1": Rule(float, 1.0e-4, minimum=0.0, applies=_gated, condition="width_mode is gated",
                     help="L1 strength on the gates: gate_l1 * sum|g| added to the loss"),
+    "gate_lr": Rule(float, 0.1, minimum=0.0, exclusive_minimum=True, applies=_gated,
+                    condition="width_mode is gated",
+                    help="the gates' own learning rate (no weight decay on them), so that gates "
+                         "starting at 1 can reach gate_threshold within a short run"),
     "gate_threshold": Rule(float, 0.01, minimum=0.0, applies=_gated, condition="width_mode is gated",
                            help="after training, neurons with |gate| <= this are cut out"),
     "kernel_size": Rule(int, 3, minimum=1, applies=_conv_family, condition=_CONV,
@@ -202,6 +206,10 @@ RULES: dict[str, Rule] = {
     "normalize": Rule(bool, True, help="standardize inputs with training-split statistics"),
     "batch_size": Rule(int, [32, 64, 128], minimum=1, help="training batch size"),
     "epochs": Rule(int, 5, minimum=1, help="training epochs per trial"),
+    # ---- replication
+    "repeat": Rule(int, 0, minimum=0,
+                   help="replicate index: changes nothing but the trial (each trial trains with its "
+                        "own seed); a grid over [0, 1, 2] trains every other combination 3 times"),
 }
 # The first vocabulary: always part of a study's identity. Parameters added later join it only when
 # set away from their default, so that studies created before they existed still resume.
@@ -217,10 +225,13 @@ KEEP_WEIGHTS = ("pareto", "all", "none")  # which trials keep trained weights fo
 CONSTRAINT_KEYS = {"max_params": "params", "max_flops": "flops", "max_memory": "memory"}
 # Dataset options that also come as CLI flags (--target, --task, --oversample, --pca, --data-option).
 DATA_FLAGS = ("target", "task", "oversample", "pca", "data_options")
+# How trials run (automl_nn.accel): stored with the study so joining workers run alike, but not part
+# of its identity, since they change speed, not what a trial means.
+ACCEL_KEYS = ("amp", "channels_last", "compile")
 # Keys of a study file besides `space`; each may also come from a CLI flag.
 TOP_KEYS = ("dataset", "objectives", "trials", "timeout", "study_name", "storage", "sampler",
             "pruner", "seed", "data_dir", "keep_weights", "keep_predictions", "constraints",
-            *CONSTRAINT_KEYS, "space")
+            *CONSTRAINT_KEYS, *ACCEL_KEYS, "space")
 PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
 
 
@@ -288,6 +299,10 @@ class StudyConfig:
     # metric -> upper limit (e.g. ("params", 1e5)); a candidate over one is never trained
     constraints: tuple[tuple[str, float], ...] = ()
     pruning: PrunerConfig = field(default_factory=PrunerConfig)
+    # runtime acceleration (see automl_nn.accel); not part of the identity
+    amp: str = "auto"
+    channels_last: str = "auto"
+    compile: bool = False
     space: SpaceConfig = field(default_factory=lambda: parse_space({}))
     # Keys (top-level and space parameters) the user set; the others may follow the data's task.
     # Not part of equality: the same search is the same whichever way it was written.
@@ -303,6 +318,10 @@ class StudyConfig:
         if self.constraints:
             identity["constraints"] = dict(self.constraints)
         return identity
+
+    def accel(self) -> accel.AccelConfig:
+        """The acceleration options trials of this study run with."""
+        return accel.AccelConfig(self.amp, self.channels_last, self.compile)
 
     def max_epochs(self) -> int:
         """The most epochs any trial of this space trains (a pruner's full budget)."""
@@ -430,6 +449,26 @@ def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
     constraints = _constraints(raw)
     if constraints:
         out["constraints"] = constraints
+    out.update(_accel(raw))
+    return out
+
+
+def _accel(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """amp, channels_last and compile. YAML reads a bare on/off as true/false: both are accepted
+    for channels_last, `off` for amp (which has no plain "on": say bf16 or fp16)."""
+    out: dict[str, Any] = {}
+    if raw.get("amp") is not None:
+        amp = "off" if raw["amp"] is False else raw["amp"]
+        if amp is True:
+            raise ConfigError("amp: expected auto, off, bf16 or fp16, but got true (YAML reads a bare "
+                              "`on` as true). Write bf16 or fp16.")
+        out["amp"] = _one_of(amp, accel.AMP_MODES, "amp")
+    if raw.get("channels_last") is not None:
+        value = raw["channels_last"]
+        mode = {True: "on", False: "off"}[value] if isinstance(value, bool) else value
+        out["channels_last"] = _one_of(mode, accel.CHANNELS_LAST_MODES, "channels_last")
+    if raw.get("compile") is not None:
+        out["compile"] = _bool(raw["compile"], "compile")
     return out
 
 
@@ -727,11 +766,29 @@ def for_data(config: StudyConfig, bundle: data.DataBundle) -> StudyConfig:
         if "objectives" not in config.explicit:
             changes["objectives"] = ("mse", "params")
         if "loss" not in config.explicit:
-            params = tuple((n, Fixed("mse") if n == "loss" else p) for n, p in config.space.items())
-            changes["space"] = SpaceConfig(params)
+            changes["space"] = _with_param(config.space, "loss", Fixed("mse"))
         config = replace(config, **changes)
+    if "batch_size" not in config.explicit:
+        config = replace(config, space=_with_param(config.space, "batch_size",
+                                                   default_batch_sizes(bundle.n_train)))
     check_against_data(config, bundle)
     return config
+
+
+def default_batch_sizes(n_train: int) -> Fixed | Choice:
+    """The default batch sizes that fit a training split of `n_train` samples.
+
+    The rule's defaults where they fit; on a split smaller than all of them (seed 002's 50-point
+    function fits), one batch of the largest power of two that fits.
+    """
+    fitting = tuple(v for v in RULES["batch_size"].default if int(v) <= n_train)
+    if len(fitting) > 1:
+        return Choice(fitting)
+    return Fixed(fitting[0] if fitting else 2 ** int(math.log2(max(n_train, 1))))
+
+
+def _with_param(space: SpaceConfig, name: str, param: Param) -> SpaceConfig:
+    return SpaceConfig(tuple((n, param if n == name else p) for n, p in space.items()))
 
 
 def check_against_data(config: StudyConfig, bundle: data.DataBundle) -> None:

@@ -49,6 +49,8 @@ COMMON: dict[str, Option] = {
     "task": Option("str", None, "classification or regression (default: inferred)", choices=TASKS),
     "oversample": Option("bool", False, "resample minority classes of the training split"),
     "pca": Option("int", None, "project features on this many principal components", minimum=1),
+    "train_size": Option("int", None, "train on a fixed random subset of this many samples",
+                         minimum=2),
 }
 FILE_OPTIONS: dict[str, Option] = {"target": Option("str", None, "CSV column to predict")}
 _SIZE = {"size": Option("int", 1000, "samples", minimum=3),
@@ -220,6 +222,21 @@ def load(spec: DataSpec | str, data_dir: str | None = None) -> DataBundle:
     return _CACHE[key]
 
 
+_ON_DEVICE: dict[tuple[int, str], tuple[DataBundle, DataBundle]] = {}
+
+
+def on_device(bundle: DataBundle, device: Any) -> DataBundle:
+    """`bundle` with every tensor on `device`, copied there once per process and then reused.
+
+    Every trial, ablation variant or retraining in a process shares the one device copy, so the
+    data crosses to a GPU once, not once per trial.
+    """
+    key = (id(bundle), str(device))
+    if key not in _ON_DEVICE:  # the source is kept with its copy, so its id is never reused
+        _ON_DEVICE[key] = (bundle, bundle.to(device))
+    return _ON_DEVICE[key][1]
+
+
 def shrink(bundle: DataBundle, n_train: int, n_eval: int | None = None) -> DataBundle:
     """A smaller bundle: `n_train` training samples, `n_eval` (default n_train // 2) in val and test.
 
@@ -246,7 +263,7 @@ def _load(spec: DataSpec, data_dir: str | None) -> DataBundle:
     else:
         raw = DATASETS.get(spec.name).load(options, data_dir)
     pre = Preprocess(task=common["task"], oversample=bool(common["oversample"]),  # type: ignore[arg-type]
-                     pca=common["pca"])  # type: ignore[arg-type]
+                     pca=common["pca"], train_size=common["train_size"])  # type: ignore[arg-type]
     return build(spec.to_string(), raw, pre)
 
 

@@ -34,6 +34,12 @@ class WorkerFailure(Exception):
     exit_code = 1
 
 
+class StorageUnavailable(Exception):
+    """A storage write kept failing with transient errors after every retry (exit code 1)."""
+
+    exit_code = 1
+
+
 class TrialFailure(Exception):
     """A trial that cannot produce a valid result; `reason` is stored as its `fail_reason`."""
 

@@ -23,8 +23,9 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from automl_nn import __version__, metrics, weights
+from automl_nn import __version__, accel, metrics, weights
 from automl_nn.data import load as load_dataset
+from automl_nn.data import on_device
 from automl_nn.errors import StorageError, UsageError
 from automl_nn.model import build
 from automl_nn.objectives import attrs_of, finish, static_signature
@@ -256,7 +257,8 @@ def _retrain_to(candidate: Candidate, described: dict[str, Any], study: optuna.S
     """Train the candidate again, save its weights to `dest`; returns the trained architecture."""
     config = study.user_attrs.get("config", {})
     result = train_candidate(candidate, str(described["dataset"]), config.get("data_dir"))
-    torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, dest)
+    state = accel.plain(result.model).state_dict()
+    torch.save(accel.plain_state({k: v.detach().cpu() for k, v in state.items()}), dest)
     return result.arch
 
 
@@ -300,17 +302,24 @@ def train_candidate(
     candidate: Candidate, dataset: str, data_dir: str | None = None, *,
     device: str = "cpu", init_state: dict[str, torch.Tensor] | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    acceleration: accel.AccelConfig | None = None,
 ) -> Trained:
-    """Train `candidate` as a trial does (same seed, same data, same metrics), without a study."""
-    bundle = load_dataset(dataset, data_dir).to(device)
+    """Train `candidate` as a trial does (same seed, same data, same metrics), without a study.
+
+    `acceleration` defaults to the options' defaults (`auto`: fp32 and eager on the CPU).
+    """
+    torch_device = torch.device(device)
+    accel.setup(torch_device)
+    bundle = on_device(load_dataset(dataset, data_dir), torch_device)
+    runtime = accel.resolve(acceleration or accel.AccelConfig(), torch_device, candidate.arch.family)
     seed_everything(candidate.train.seed)
     model = build(candidate.arch, bundle.input_shape, bundle.n_outputs)
     values = metrics.static_metrics(model, bundle.input_shape, static_signature(candidate))
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(device)
-    history = fit(model, bundle, candidate.train, on_epoch=on_epoch)
-    done = finish(model, candidate, bundle, history)
+    history = fit(model, bundle, candidate.train, on_epoch=on_epoch, runtime=runtime)
+    done = finish(model, candidate, bundle, history, runtime)
     values.update(done.values)
     return Trained(done.model, values, done.test.accuracy, done.arch, history.epochs)
 

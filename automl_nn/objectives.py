@@ -23,7 +23,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from torch import nn
 
-from automl_nn import metrics, predictions, pruning, space
+from automl_nn import accel, metrics, predictions, pruning, space
 from automl_nn.blocks import effective_widths, shrink
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle
@@ -137,20 +137,20 @@ class TrialRunner:
         if violations:
             return self._infeasible(trial, values, violations)
         model.to(self.device)
+        runtime = accel.resolve(self.config.accel(), self.device, candidate.arch.family)
         recorder = (None if self.predictions_store is None else
-                    predictions.Recorder(model, prepared(self.bundle, candidate.train)))
+                    predictions.Recorder(model, prepared(self.bundle, candidate.train), runtime))
         history = fit(model, self.bundle, candidate.train,
-                      on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs, recorder))
+                      on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs, recorder),
+                      runtime=runtime)
         if candidate.arch.gated:
             trial.set_user_attr("start_params", values["params"])  # before the cut
-        done = finish(model, candidate, self.bundle, history)
+        done = finish(model, candidate, self.bundle, history, runtime)
         model, test = done.model, done.test
-        values.update(done.values)
-        if recorder is not None:  # evaluating the test split for analysis is not training time
-            values["train_time"] -= recorder.seconds
+        values.update(done.values)  # train_time leaves out on_epoch (the recorder included)
         if candidate.arch.gated:
             trial.set_user_attr("effective_widths", list(done.arch.widths))
-        _store(trial, values)
+        _store(trial, done.values)  # the static costs are stored already, unless the cut changed them
         for name, value in test.scores.items():
             trial.set_user_attr(f"test_{name}", value)
         objective = objective_values(self.config.objectives, values)
@@ -234,17 +234,23 @@ class Finished:
     test: Evaluation
 
 
-def finish(model: nn.Module, candidate: Candidate, bundle: DataBundle, history: History) -> Finished:
-    """After fit: shrink a gated network, then evaluate validation and test as training saw inputs."""
+def finish(model: nn.Module, candidate: Candidate, bundle: DataBundle, history: History,
+           runtime: accel.Runtime = accel.PLAIN) -> Finished:
+    """After fit: shrink a gated network, then evaluate validation and test as training saw inputs.
+
+    The last epoch's validation is reused when the network is unchanged since (not gated).
+    """
     arch, values = candidate.arch, {}
     if arch.gated:
         model, shrunk = shrink_trained(model, candidate, bundle)
         arch, values = shrunk.arch, dict(shrunk.values)
     seen = prepared(bundle, candidate.train)  # normalized or not, as in training
     loss_fn = make_loss(candidate.train.loss, candidate.train.label_smoothing)
-    val = evaluate(model, seen, bundle.x_val, bundle.y_val, loss_fn)
+    last = history.last.val if history.epochs else None
+    val = (last if last is not None and not arch.gated
+           else evaluate(model, seen, bundle.x_val, bundle.y_val, loss_fn, runtime))
     values.update(trained_metrics(history, val))
-    test = evaluate(model, seen, bundle.x_test, bundle.y_test, loss_fn)
+    test = evaluate(model, seen, bundle.x_test, bundle.y_test, loss_fn, runtime)
     return Finished(model, arch, values, test)
 
 

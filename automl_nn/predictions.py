@@ -23,6 +23,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
+from automl_nn.accel import PLAIN, Runtime
 from automl_nn.analysis import MISSING, Predictions, TrialInfo
 from automl_nn.data import DataBundle
 from automl_nn.errors import StorageError
@@ -47,19 +48,21 @@ def class_dtype(n_classes: int) -> np.dtype[Any]:
 class Recorder:
     """Collects one trial's per-epoch predictions; used as (part of) fit's `on_epoch` hook.
 
-    The validation predictions come with the epoch's result; the test split is evaluated here, and
-    the time that takes is kept in `seconds` so the trial can leave it out of its training time.
+    The validation predictions come with the epoch's result; the test split is evaluated here, in
+    the hook, which `fit` leaves out of the training time; `seconds` keeps what it took.
     """
 
     model: nn.Module
     bundle: DataBundle  # as the model trains on it (see train.prepared)
+    runtime: Runtime = PLAIN  # evaluate as the model trains (autocast, memory layout)
     seconds: float = 0.0
     epochs: dict[str, list[Evaluation]] = field(default_factory=lambda: {s: [] for s in SPLITS})
 
     def record(self, result: EpochResult) -> None:
         start = time.perf_counter()
-        val = result.val or evaluate(self.model, self.bundle, self.bundle.x_val, self.bundle.y_val)
-        test = evaluate(self.model, self.bundle, self.bundle.x_test, self.bundle.y_test)
+        b, runtime = self.bundle, self.runtime
+        val = result.val or evaluate(self.model, b, b.x_val, b.y_val, runtime=runtime)
+        test = evaluate(self.model, b, b.x_test, b.y_test, runtime=runtime)
         self.epochs["val"].append(val)
         self.epochs["test"].append(test)
         self.seconds += time.perf_counter() - start

@@ -12,6 +12,10 @@ Optuna only cleans up after SIGINT. Two mechanisms find such trials:
 Either way a stale trial is marked FAIL with `fail_reason = "stale"` and re-enqueued once per
 failure, with the same parameters, up to MAX_RETRY times; the retry records the original trial
 number in `system_attrs["failed_trial"]` exactly as Optuna's RetryHeartbeatStaleTrialCallback does.
+
+A live worker must not die of a passing storage error either: RDB writes that fail transiently (a
+lock held past the busy timeout, a dropped connection) are retried with bounded exponential backoff
+(`RetryPolicy`); errors that would fail again the same way are raised at once.
 """
 
 from __future__ import annotations
@@ -19,20 +23,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy.exc
+import sqlalchemy.orm
+from optuna._typing import JSONSerializable
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from automl_nn.errors import StorageUnavailable
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 60  # 16 SQLite writers with the 5 s default lost trials; 60 s lost none
 HEARTBEAT_INTERVAL_S = 30
@@ -115,23 +129,203 @@ class RetryStale(RetryHeartbeatStaleTrialCallback):
 
 
 class TaggingRDBStorage(RDBStorage):
-    """RDBStorage that records `fail_reason = "stale"` on a stale trial before Optuna fails it.
+    """RDBStorage that tags stale trials, finds silent ones, and retries transient write failures.
 
     Optuna fails stale trials itself (before each new trial, in `fail_stale_trials`), and a
-    finished trial's attributes can no longer be written, so the reason is set while it is RUNNING.
+    finished trial's attributes can no longer be written, so `fail_reason = "stale"` is set while
+    it is still RUNNING. A trial that never recorded a heartbeat (its worker died between creating
+    it and the first beat) is stale too once it is older than the grace period; Optuna skips those.
     """
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = super()._get_stale_trial_ids(study_id)
+        stale = [*super()._get_stale_trial_ids(study_id), *self._silent_trial_ids(study_id)]
         for trial_id in stale:
             with contextlib.suppress(UpdateFinishedTrialError):  # another worker got there first
                 _tag_stale(self, trial_id, f"no heartbeat for {self.grace_period} s")
         return stale
 
+    def _silent_trial_ids(self, study_id: int) -> list[int]:
+        cutoff = datetime.now() - timedelta(seconds=self.grace_period or 0)
+        # As Optuna's own _get_stale_trial_ids reads them; its private ORM models are untyped here.
+        model: Any = models.TrialModel
+        with _create_scoped_session(self.scoped_session, True) as session:
+            running = (session.query(model).options(sqlalchemy.orm.selectinload(model.heartbeats))
+                       .filter(model.state == TrialState.RUNNING, model.study_id == study_id).all())
+            # datetime_start reads back as naive local time, like datetime.now()
+            return [int(t.trial_id) for t in running if not t.heartbeats
+                    and t.datetime_start is not None and t.datetime_start < cutoff]
+
+    # ---- writes, retried on transient errors ----
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        failed: list[BaseException] = []
+
+        def write() -> bool:
+            try:
+                return super(TaggingRDBStorage, self).set_trial_state_values(trial_id, state, values)
+            except UpdateFinishedTrialError:
+                # A try that failed may have committed anyway (connection lost after COMMIT).
+                if failed and state.is_finished() and self.get_trial(trial_id).state == state:
+                    return True
+                raise
+            except Exception as exc:
+                failed.append(exc)
+                raise
+
+        return retrying(f"set_trial_state_values(trial id {trial_id}, {state.name})", write)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            retrying(f"record_heartbeat(trial id {trial_id})",
+                     lambda: super(TaggingRDBStorage, self).record_heartbeat(trial_id))
+        except StorageUnavailable as exc:
+            # Raising would end Optuna's heartbeat thread for good; the next beat tries again.
+            log.error("%s The next heartbeat tries again; if none gets through for %s s the trial "
+                      "is marked stale.", exc, self.grace_period)
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: optuna.distributions.BaseDistribution) -> None:
+        retrying(f"set_trial_param(trial id {trial_id}, {param_name})",
+                 lambda: super(TaggingRDBStorage, self).set_trial_param(
+                     trial_id, param_name, param_value_internal, distribution))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int,
+                                     intermediate_value: float) -> None:
+        retrying(f"set_trial_intermediate_value(trial id {trial_id}, step {step})",
+                 lambda: super(TaggingRDBStorage, self).set_trial_intermediate_value(
+                     trial_id, step, intermediate_value))
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        retrying(f"set_trial_user_attr(trial id {trial_id}, {key})",
+                 lambda: super(TaggingRDBStorage, self).set_trial_user_attr(trial_id, key, value))
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: JSONSerializable) -> None:
+        retrying(f"set_trial_system_attr(trial id {trial_id}, {key})",
+                 lambda: super(TaggingRDBStorage, self).set_trial_system_attr(trial_id, key, value))
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        retrying(f"set_study_user_attr({key})",
+                 lambda: super(TaggingRDBStorage, self).set_study_user_attr(study_id, key, value))
+
 
 def _tag_stale(storage: BaseStorage, trial_id: int, why: str) -> None:
     storage.set_trial_user_attr(trial_id, "fail_reason", STALE)
     storage.set_trial_user_attr(trial_id, "fail_message", f"worker lost ({why}); trial retried")
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine settings: SQLite waits BUSY_TIMEOUT_S for a lock; servers ping pooled links."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
+    return {"pool_pre_ping": True}
+
+
+def rdb_storage(url: str) -> TaggingRDBStorage:
+    """An RDB storage with this tool's settings: busy timeout, heartbeat, stale-trial retries."""
+    beat = heartbeat_settings()
+    with _no_experimental_warnings():
+        return TaggingRDBStorage(url, engine_kwargs=engine_kwargs(url),
+                                 heartbeat_interval=beat.interval, grace_period=beat.grace,
+                                 heartbeat_stale_trial_callback=RetryStale(max_retry=MAX_RETRY))
+
+
+# ---- transient storage errors --------------------------------------------------------------------
+
+# Errors that say "try again later": a lock held past the busy timeout, a lost connection, a pool
+# timeout. Everything else (a constraint, bad data, a finished trial) fails again the same way.
+_TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DisconnectionError,
+              sqlalchemy.exc.TimeoutError, ConnectionError, TimeoutError)
+# OperationalErrors that are mistakes in the schema or the SQL, not passing conditions.
+_PERMANENT_TEXT = ("no such table", "no such column", "syntax error")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff: `attempts` tries in all, waiting base, 2 x base, ... <= cap.
+
+    Each wait is scaled by a random factor in [0.5, 1] so that workers that failed together do
+    not retry together. The defaults wait at most 15.5 s in all (0.5 + 1 + 2 + 4 + 8), on top of
+    SQLite's own busy timeout inside each try.
+    """
+
+    attempts: int = 6
+    base: float = 0.5
+    cap: float = 8.0
+
+    def delays(self) -> list[float]:
+        """The waits between tries, before jitter."""
+        return [min(self.cap, self.base * 2**i) for i in range(self.attempts - 1)]
+
+
+WRITE_RETRY = RetryPolicy()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a storage error may succeed if tried again; follows the explicit `raise ... from`."""
+    current: BaseException | None = exc
+    for _ in range(10):  # a cause chain is short; never loop on a cycle
+        if current is None:
+            return False
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _TRANSIENT):
+            return not any(text in str(current).lower() for text in _PERMANENT_TEXT)
+        current = current.__cause__
+    return False
+
+
+def retrying(what: str, write: Callable[[], T], policy: RetryPolicy | None = None,
+             sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run a storage write; retry transient failures with backoff, then give up clearly.
+
+    Raises StorageUnavailable once `policy.attempts` tries have failed transiently; any other
+    error is raised unchanged at its first occurrence.
+    """
+    policy = policy or WRITE_RETRY
+    delays = policy.delays()
+    waited = 0.0
+    for attempt in range(policy.attempts):
+        try:
+            return write()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if attempt >= len(delays):
+                raise StorageUnavailable(
+                    f"storage write {what} failed {policy.attempts} times over {waited:.1f} s "
+                    f"({root_message(exc)}). The database stays busy or unreachable: check that "
+                    "it is up and that no other program holds a long lock on it, then run the "
+                    "same command again (a trial left running is failed and retried once its "
+                    "heartbeat is stale).") from exc
+            wait = delays[attempt] * random.uniform(0.5, 1.0)
+            log.warning("storage write %s failed (%s); retry %d of %d in %.1f s", what,
+                        root_message(exc), attempt + 1, len(delays), wait)
+            sleep(wait)
+            waited += wait
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def root_message(exc: BaseException) -> str:
+    """The first line of the innermost cause: `(sqlite3.OperationalError) database is locked`."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def storage_failure(exc: BaseException) -> StorageUnavailable | None:
+    """The StorageUnavailable behind `exc`, if any.
+
+    Optuna's optimize() checks the trial's state in a `finally` after a failed tell and raises
+    AssertionError("Should not reach.") over our error; the original is still its context.
+    """
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None or isinstance(current, StorageUnavailable):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 # ---- journal leases ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from automl_nn import decide, metrics, summary
+from automl_nn import decide, metrics, pruning, summary
 from automl_nn.errors import UsageError
 from automl_nn.study import front, objective_names
 
@@ -66,6 +66,7 @@ class Point:
     metrics: dict[str, float]
     arch: dict[str, Any]
     curve: tuple[dict[str, float], ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)  # the trial's sampled parameters
 
 
 @dataclass
@@ -92,12 +93,26 @@ class ReportData:
 def point_of(trial: FrozenTrial) -> Point:
     """A completed trial as a Point (metrics from user attributes, epochs in order)."""
     stored = {name: float(v) for name, v in trial.user_attrs.items()
-              if (name in metrics.METRICS or name == "test_accuracy") and isinstance(v, int | float)}
+              if (name in metrics.METRICS or name.removeprefix("test_") in metrics.METRICS)
+              and isinstance(v, int | float)}
     row = summary.trial_row(trial, [])
     arch = {k: row[k] for k in summary.ARCH_COLUMNS if row.get(k) is not None}
     epochs = sorted((int(k[5:]), v) for k, v in trial.user_attrs.items()
                     if k.startswith("epoch") and k[5:].isdigit() and isinstance(v, dict))
-    return Point(trial.number, tuple(trial.values or ()), stored, arch, tuple(v for _, v in epochs))
+    return Point(trial.number, tuple(trial.values or ()), stored, arch, tuple(v for _, v in epochs),
+                 dict(trial.params))
+
+
+def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The completed trials that were trained: infeasible ones (over a hard constraint) carry
+    placeholder values (accuracy 0) and would read as real, terrible networks."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if not pruning.is_infeasible(t)]
+
+
+def collect_points(study: optuna.Study) -> list[Point]:
+    """Every completed, trained trial of `study` as a Point."""
+    return [point_of(t) for t in trained_trials(study)]
 
 
 def collect(study: optuna.Study) -> ReportData:
@@ -106,7 +121,7 @@ def collect(study: optuna.Study) -> ReportData:
     objectives = [Objective(n, d == optuna.study.StudyDirection.MAXIMIZE,
                             metrics.METRICS.get(n).unit if n in metrics.METRICS else "")
                   for n, d in zip(names, study.directions, strict=True)]
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done = trained_trials(study)
     best = front(study)
     knee = decide.knee(study)
     config = study.user_attrs.get("config", {})
@@ -155,16 +170,33 @@ def _add_hypervolume(study: optuna.Study, data: ReportData) -> None:
 def _add_importances(study: optuna.Study, data: ReportData) -> None:
     if len(data.points) < MIN_TRIALS_FOR_IMPORTANCE:
         data.notes["importance"] = (f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} "
-                                    f"completed trials; this study has {len(data.points)}.")
+                                    f"trained trials; this study has {len(data.points)}.")
         return
+    trained = _trained_only(study, len(data.points))
     for index, objective in enumerate(data.objectives):
         try:
             data.importances[objective.label] = optuna.importance.get_param_importances(
-                study, target=lambda t, i=index: t.values[i],  # type: ignore[misc]
+                trained, target=lambda t, i=index: t.values[i],  # type: ignore[misc]
                 evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         except (ValueError, RuntimeError) as exc:  # e.g. every parameter took a single value
             data.notes["importance"] = f"Parameter importances could not be computed: {exc}"
             log.info("importance of %s failed: %s", objective.name, exc)
+
+
+def _trained_only(study: optuna.Study, n_trained: int) -> optuna.Study:
+    """`study` itself, or an in-memory copy without its infeasible trials (fANOVA reads every
+    completed trial and knows nothing of constraints)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) == n_trained:
+        return study
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line in the output
+    try:
+        copy = optuna.create_study(directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    copy.add_trials(trained_trials(study))
+    return copy
 
 
 # ---- figures -------------------------------------------------------------------------------------

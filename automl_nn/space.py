@@ -95,6 +95,7 @@ def to_candidate(values: Mapping[str, Any], seed: int = 0) -> Candidate:
         lr_gamma=float(get("lr_gamma")), lr_step=int(get("lr_step")),
         normalize=bool(get("normalize")),
         gate_l1=float(get("gate_l1")) if get("width_mode") == "gated" else 0.0,
+        gate_lr=float(get("gate_lr")) if get("width_mode") == "gated" else None,
     )
     return Candidate(arch, train)
 

@@ -99,6 +99,9 @@ class TrainSpec:
     lr_step: int = 2
     normalize: bool = True
     gate_l1: float = 0.0  # L1 strength on the gates of a gated architecture
+    # The gates' own learning rate (a parameter group without weight decay). None: the gates train
+    # with the network's lr and weight decay, as every gated trial did before this field existed.
+    gate_lr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,15 +23,15 @@ import sqlalchemy.exc
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import predictions, pruning, recovery, space, weights
-from automl_nn.config import SMOKE_SUFFIX, StudyConfig
-from automl_nn.data import DataBundle
+from automl_nn import accel, predictions, pruning, recovery, space, verify, weights
+from automl_nn.config import ACCEL_KEYS, SMOKE_SUFFIX, StudyConfig
+from automl_nn.data import DataBundle, on_device
 from automl_nn.errors import ConfigError, StorageError, suggest
 from automl_nn.objectives import Reporter, TrialRunner, mark_failed
-from automl_nn.recovery import BUSY_TIMEOUT_S, MAX_RETRY
+from automl_nn.verify import SQLITE_HEADER, journal_path
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,6 @@ INFEASIBLE_LIMIT = 100
 # Failures that say nothing about the configuration: they never trip the breaker.
 CIRCUMSTANTIAL = ("oom", "stale", "interrupted")
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-SQLITE_HEADER = b"SQLite format 3\x00"
-JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -78,8 +76,8 @@ def open_storage(url: str | None, *, must_exist: bool = False) -> BaseStorage:
 
     `journal:PATH`, `journal:///PATH` or a bare path ending in .log / .jsonl / .journal opens a
     journal file; anything else is an SQLAlchemy URL (sqlite:///..., postgresql://...). RDB storage
-    gets heartbeats and stale-trial retries. `must_exist` refuses to create a new SQLite or journal
-    file (read commands).
+    gets heartbeats, stale-trial retries and retried writes (recovery.rdb_storage). `must_exist`
+    refuses to create a new SQLite or journal file (read commands).
     """
     url = storage_url(url)
     journal = journal_path(url)
@@ -87,30 +85,13 @@ def open_storage(url: str | None, *, must_exist: bool = False) -> BaseStorage:
         return _open_journal(journal, must_exist)
     if url.startswith("sqlite:///"):
         _check_sqlite_file(Path(url.removeprefix("sqlite:///")), must_exist)
-    beat = recovery.heartbeat_settings()
     try:
-        with _no_experimental_warnings():
-            return recovery.TaggingRDBStorage(
-                url,
-                engine_kwargs=_engine_kwargs(url),
-                heartbeat_interval=beat.interval,
-                grace_period=beat.grace,
-                heartbeat_stale_trial_callback=recovery.RetryStale(max_retry=MAX_RETRY),
-            )
+        storage = recovery.rdb_storage(url)
     except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError, ImportError) as exc:
         raise StorageError(f"storage {url}: cannot be opened ({_first_line(exc)}). Check the URL, "
                            "or run `optuna storage upgrade --storage URL` if it was made by an "
                            "older Optuna.") from None
-
-
-def journal_path(url: str) -> Path | None:
-    """The journal file a storage URL names, or None for a database URL."""
-    if url.startswith("journal:"):
-        rest = url.removeprefix("journal:")
-        return Path(rest.removeprefix("//") if rest.startswith("///") else rest)
-    if "://" not in url and url.endswith(JOURNAL_SUFFIXES):
-        return Path(url)
-    return None
+    return storage
 
 
 def is_sqlite(url: str | None) -> bool:
@@ -123,12 +104,6 @@ def _no_experimental_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield
-
-
-def _engine_kwargs(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
-    return {"pool_pre_ping": True}
 
 
 def _check_sqlite_file(path: Path, must_exist: bool) -> None:
@@ -155,14 +130,24 @@ def _check_sqlite_file(path: Path, must_exist: bool) -> None:
 
 
 def _open_journal(path: Path, must_exist: bool) -> BaseStorage:
+    """Optuna's journal storage over `verify.SafeJournalFileBackend` (it heals a torn tail).
+
+    Corrupt lines are refused up front with their numbers: Optuna would stop on them with a
+    bare JSONDecodeError or, for the last line, only once something is appended after it.
+    """
     if must_exist and not path.is_file():
         raise StorageError(f"journal file {path}: no such file. Run `automl-nn search` first.")
     if not path.parent.exists():
         raise StorageError(f"journal file {path}: the directory {path.parent} does not exist.")
+    if path.is_file():
+        report = verify.scan_journal(path)
+        if report.corrupt:
+            raise StorageError(verify.corrupt_message(report))
     try:
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(verify.SafeJournalFileBackend(str(path)))
     except Exception as exc:
-        raise StorageError(f"journal file {path}: cannot be read ({_first_line(exc)}).") from None
+        raise StorageError(f"journal file {path}: cannot be read ({_first_line(exc)}). Run "
+                           f"`automl-nn verify {path}` to look for damage.") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -228,8 +213,9 @@ def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.
 def open_study(config: StudyConfig, storage: BaseStorage, worker_index: int = 0) -> optuna.Study:
     """Create the study, or resume it after checking it asks the same question.
 
-    On resume the stored config takes the new trial budget, so `automl-nn worker`, which reads its
-    config from storage, works toward the target of the latest search.
+    On resume the stored config takes the new trial budget and acceleration options, so
+    `automl-nn worker`, which reads its config from storage, works toward the target of the latest
+    search and trains as it does.
     """
     sampler = make_sampler(config, worker_index)
     pruner = pruning.make_pruner(config)
@@ -237,10 +223,14 @@ def open_study(config: StudyConfig, storage: BaseStorage, worker_index: int = 0)
         study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler,
                                   pruner=pruner)
         check_compatible(study, config)
-        stored = study.user_attrs.get("config", {})
-        if stored.get("trials") != config.trials or stored.get("timeout") != config.timeout:
-            study.set_user_attr("config", {**stored, "trials": config.trials,
-                                           "timeout": config.timeout})
+        if "config" not in study.user_attrs:  # its creator died before describing it
+            _describe(study, config)
+            return study
+        stored = study.user_attrs["config"]
+        latest = config.to_raw()
+        updated = {key: latest[key] for key in ("trials", "timeout", *ACCEL_KEYS)}
+        if any(stored.get(key) != value for key, value in updated.items()):
+            study.set_user_attr("config", {**stored, **updated})
         return study
     try:
         study = optuna.create_study(storage=storage, study_name=config.study_name,
@@ -248,12 +238,21 @@ def open_study(config: StudyConfig, storage: BaseStorage, worker_index: int = 0)
                                     pruner=pruner)
     except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
         return open_study(config, storage, worker_index)
+    _describe(study, config)
+    return study
+
+
+def _describe(study: optuna.Study, config: StudyConfig) -> None:
+    """Store what the study asks: objective names, the config, its identity and hash.
+
+    In this order, a study whose creator died part way is always resumable: without an identity
+    check_compatible accepts it, and a study with a config was described completely.
+    """
     with _no_experimental_warnings():
         study.set_metric_names(list(config.objectives))
-    study.set_user_attr("config", config.to_raw())
-    study.set_user_attr("identity", config.identity())
     study.set_user_attr("config_hash", config.identity_hash())
-    return study
+    study.set_user_attr("identity", config.identity())
+    study.set_user_attr("config", config.to_raw())
 
 
 def check_compatible(study: optuna.Study, config: StudyConfig) -> None:
@@ -490,6 +489,8 @@ def run_search(
     *, budget: Budget | None = None, worker_index: int = 0,
 ) -> optuna.Study:
     """Run (or resume) the search until the study holds `config.trials` finished trials."""
+    torch_device = resolve_device(device)
+    accel.amp_dtype(config.accel().amp, torch_device)  # bf16 on a GPU without it: before storage
     graceful = GracefulStop()
     with graceful.installed():
         study = prepare(config, worker_index)
@@ -500,9 +501,9 @@ def run_search(
         if count_done(study) >= config.trials or not budget.more(study, None):
             graceful.raise_if_pending()
             return study
-        torch_device = resolve_device(device)
+        accel.setup(torch_device)
         store = None if config.keep_weights == "none" else weights.open_store(storage_url(config.storage))
-        runner = TrialRunner(config, bundle.to(torch_device), torch_device, reporter, store,
+        runner = TrialRunner(config, on_device(bundle, torch_device), torch_device, reporter, store,
                              predictions_store=prediction_store(study, config, bundle))
         beat = recovery.heartbeat_settings()
         stopper = _Stopper(config.trials, reporter, budget, graceful, beat,
@@ -512,6 +513,11 @@ def run_search(
             graceful.raise_if_pending()
             study.optimize(_GuardedTrial(runner, graceful, beat), timeout=config.timeout,
                            catch=(Exception,), callbacks=[stopper])
+        except AssertionError as exc:  # Optuna's own check, raised over a failed final write
+            failure = recovery.storage_failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
         finally:
             reporter.stop()
         graceful.raise_if_pending()

@@ -69,17 +69,22 @@ def pruning_summary(study: optuna.Study) -> dict[str, int]:
     """Pruned and infeasible trials, and the training epochs they saved.
 
     `epochs_planned` is what the finished trials' candidates asked for; `epochs_trained` what they
-    ran; the difference is what pruning and constraints saved.
+    ran; the difference is what pruning and constraints saved, split into the epochs pruned trials
+    did not finish and those of infeasible candidates, which never trained.
     """
     finished = study.get_trials(deepcopy=False, states=pruning.FINISHED)
     planned = sum(pruning.planned_epochs(t) for t in finished)
     trained = sum(pruning.trained_epochs(t) for t in finished)
+    by_constraints = sum(pruning.planned_epochs(t) - pruning.trained_epochs(t)
+                         for t in finished if pruning.is_infeasible(t))
     return {
         "pruned": sum(1 for t in finished if t.state == TrialState.PRUNED),
         "infeasible": sum(1 for t in finished if pruning.is_infeasible(t)),
         "epochs_planned": planned,
         "epochs_trained": trained,
         "epochs_saved": planned - trained,
+        "epochs_saved_by_pruning": planned - trained - by_constraints,
+        "epochs_saved_by_constraints": by_constraints,
     }
 
 
@@ -88,7 +93,9 @@ def pruning_line(counts: dict[str, int]) -> str:
     planned, saved = counts["epochs_planned"], counts["epochs_saved"]
     share = f" ({saved / planned:.0%})" if planned else ""
     return (f"pruned {counts['pruned']}, infeasible {counts['infeasible']}; epochs trained "
-            f"{counts['epochs_trained']} of {planned}, saved {saved}{share}")
+            f"{counts['epochs_trained']} of {planned}, saved {saved}{share}: "
+            f"{counts['epochs_saved_by_pruning']} by pruning, "
+            f"{counts['epochs_saved_by_constraints']} by constraints (never trained)")
 
 
 def _objective_info(name: str, direction: optuna.study.StudyDirection) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 Batches come from randperm + indexing (no DataLoader, no per-sample Python); normalization happens
 per batch on the device; the loss is accumulated on the device and read once per epoch, so there is
-no host sync inside an epoch.
+no host sync inside an epoch. A `Runtime` (automl_nn.accel) adds autocast, channels_last and
+torch.compile; losses and metrics are always computed in fp32.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from automl_nn.accel import PLAIN, Runtime
 from automl_nn.blocks import gates, init_weights
 from automl_nn.data import DataBundle
 from automl_nn.errors import NonFiniteError
@@ -47,7 +49,11 @@ class EpochResult:
 
 @dataclass
 class History:
-    """Per-epoch results of one fit, plus the total training time in seconds."""
+    """Per-epoch results of one fit, plus the total training time in seconds.
+
+    `train_seconds` is the sum of the epochs' `seconds` (training and validation), leaving out the
+    `on_epoch` hook, so it equals the per-epoch `train_time` the Pareto pruner compares.
+    """
 
     epochs: list[EpochResult] = field(default_factory=list)
     train_seconds: float = 0.0
@@ -84,33 +90,39 @@ def fit(
     bundle: DataBundle,
     spec: TrainSpec,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    runtime: Runtime = PLAIN,
 ) -> History:
     """Train `model` on `bundle` (already on the model's device) as `spec` says.
 
     Applies the spec's weight initializer first. `on_epoch` runs after each epoch's validation,
     e.g. to report progress or prune. A NaN or infinite training loss raises NonFiniteError.
+    `runtime` sets precision, memory layout and compilation; `model` itself is never replaced by a
+    compiled wrapper, so it is what the caller saves and exports.
     """
     bundle = prepared(bundle, spec)
     init_weights(model, spec.init, spec.init_std)
-    loop = _make_loop(model, bundle, spec)
+    runtime.prepare(model)
+    loop = _make_loop(model, bundle, spec, runtime)
+    net = runtime.compiled(model)
     generator = torch.Generator().manual_seed(spec.seed)
     history = History()
-    start = time.perf_counter()
     for epoch in range(1, spec.epochs + 1):
         epoch_start = time.perf_counter()
-        train_loss = _train_epoch(model, bundle, spec.batch_size, loop, generator)
+        train_loss = _train_epoch(net, bundle, spec.batch_size, loop, generator)
         if not math.isfinite(train_loss):
             raise NonFiniteError(f"training loss became {train_loss} in epoch {epoch} "
                                  f"(lr={spec.lr:g}, optimizer={spec.optimizer})")
         if loop.epoch_schedule is not None:
             loop.epoch_schedule.step()
-        val = evaluate(model, bundle, bundle.x_val, bundle.y_val, loop.loss_fn)
+        val = evaluate(net, bundle, bundle.x_val, bundle.y_val, loop.loss_fn, runtime)
         result = EpochResult(epoch, train_loss, val.loss, val.accuracy,
                              time.perf_counter() - epoch_start, val)
         history.epochs.append(result)
+        # Training time is the epochs' own time (training + validation): what on_epoch does
+        # (storage writes, progress, pruning, kept predictions) is the search's cost, not the model's.
+        history.train_seconds += result.seconds
         if on_epoch is not None:
             on_epoch(result)
-    history.train_seconds = time.perf_counter() - start
     return history
 
 
@@ -134,11 +146,63 @@ class _Loop:
     penalty: Callable[[], torch.Tensor] | None
     step_schedule: LRScheduler | None  # stepped after every batch (onecycle)
     epoch_schedule: LRScheduler | None  # stepped after every epoch (step, exponential, cosine)
+    runtime: Runtime = PLAIN
+    scaler: torch.amp.GradScaler | None = None  # fp16 autocast: loss scaling
+    gates: GateOptimizer | None = None  # the gates' own optimizer (TrainSpec.gate_lr)
+
+    def step(self, objective: torch.Tensor) -> None:
+        """Backward and optimizer steps, through the loss scaler under fp16."""
+        optimizers = [self.optimizer] + ([self.gates.optimizer] if self.gates else [])
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            objective.backward()  # type: ignore[no-untyped-call]
+            for optimizer in optimizers:
+                optimizer.step()
+        else:
+            self.scaler.scale(objective).backward()  # type: ignore[no-untyped-call]
+            for optimizer in optimizers:
+                self.scaler.step(optimizer)
+            self.scaler.update()
+        if self.step_schedule is not None:
+            self.step_schedule.step()
+        if self.gates is not None:
+            self.gates.schedule.step()
 
 
-def _make_loop(model: nn.Module, bundle: DataBundle, spec: TrainSpec) -> _Loop:
-    optimizer = make_optimizer(model.parameters(), spec)
-    schedule = make_schedule(optimizer, spec, len(_batch_starts(bundle.n_train, spec.batch_size)))
+@dataclass
+class GateOptimizer:
+    """The gates' optimizer and its per-step schedule, apart from the network's."""
+
+    optimizer: torch.optim.Optimizer
+    schedule: LRScheduler
+
+
+def gate_optimizer(model: nn.Module, spec: TrainSpec, total_steps: int) -> GateOptimizer | None:
+    """An optimizer of the spec's kind for the model's gates alone; None without gates or gate_lr.
+
+    Gates start at 1 and must reach the cut threshold (0.01 by default) within the run. With Adam
+    a parameter moves about lr per step, so at the network's lr (1e-3) a gate needs ~1000 steps;
+    gate_lr lets it get there in a few dozen. But a step that large also sets how closely a gate
+    can settle at zero: Adam's momentum carries an L1-driven gate past zero and back, several
+    steps' worth either side. So the gates' rate anneals from gate_lr to zero over the run
+    (cosine, per step), whatever the network's schedule: large steps early, settled gates at the
+    end. No weight decay: it would shrink every gate alike; only the L1 penalty decides which go.
+    """
+    params = [g.weight for g in gates(model)]
+    if spec.gate_lr is None or not params:
+        return None
+    optimizer = make_optimizer(params, replace(spec, lr=spec.gate_lr, weight_decay=0.0))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    return GateOptimizer(optimizer, schedule)
+
+
+def _make_loop(model: nn.Module, bundle: DataBundle, spec: TrainSpec, runtime: Runtime = PLAIN) -> _Loop:
+    steps = len(_batch_starts(bundle.n_train, spec.batch_size))
+    gate_opt = gate_optimizer(model, spec, spec.epochs * steps)
+    apart = {id(g.weight) for g in gates(model)} if gate_opt is not None else set()
+    optimizer = make_optimizer([p for p in model.parameters() if id(p) not in apart], spec)
+    schedule = make_schedule(optimizer, spec, steps)
     per_step = SCHEDULES.get(spec.schedule).per_step
     return _Loop(
         loss_fn=make_loss(spec.loss, spec.label_smoothing), optimizer=optimizer,
@@ -146,6 +210,7 @@ def _make_loop(model: nn.Module, bundle: DataBundle, spec: TrainSpec) -> _Loop:
                                gate_penalty(model, spec.gate_l1)),
         step_schedule=schedule if per_step else None,
         epoch_schedule=None if per_step else schedule,
+        runtime=runtime, scaler=runtime.grad_scaler(), gates=gate_opt,
     )
 
 
@@ -196,9 +261,10 @@ def _sum_penalties(
 
 
 def _batch_starts(n: int, batch_size: int) -> list[int]:
-    # A last batch of one sample is dropped: batch norm cannot train on it, and it carries no signal
-    # worth the step.
-    return [b for b in range(0, n, batch_size) if min(batch_size, n - b) > 1 or n == 1]
+    # A last batch of one sample is dropped when the batches are larger: batch norm cannot train on
+    # it, and it carries no signal worth the step. With batch_size 1 every batch is one sample.
+    return [b for b in range(0, n, batch_size)
+            if min(batch_size, n - b) > 1 or batch_size == 1 or n == 1]
 
 
 def _train_epoch(
@@ -212,13 +278,9 @@ def _train_epoch(
     seen = 0
     for begin in _batch_starts(n, batch_size):
         idx = order[begin:begin + batch_size]
-        loss = loop.loss_fn(model(bundle.normalize(x[idx])), y[idx])
+        loss = loop.loss_fn(loop.runtime.forward(model, bundle.normalize(x[idx])), y[idx])
         objective = loss if loop.penalty is None else loss + loop.penalty()
-        loop.optimizer.zero_grad(set_to_none=True)
-        objective.backward()  # type: ignore[no-untyped-call]
-        loop.optimizer.step()
-        if loop.step_schedule is not None:
-            loop.step_schedule.step()
+        loop.step(objective)
         total += loss.detach() * idx.numel()
         seen += idx.numel()
     return float(total.item()) / max(seen, 1)
@@ -227,8 +289,12 @@ def _train_epoch(
 def evaluate(
     model: nn.Module, bundle: DataBundle, x: torch.Tensor, y: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    runtime: Runtime = PLAIN,
 ) -> Evaluation:
-    """Loss, task metrics and predictions of `model` on (x, y), in large batches without grad."""
+    """Loss, task metrics and predictions of `model` on (x, y), in large batches without grad.
+
+    The forward pass runs as `runtime` says (autocast, memory layout); loss and metrics in fp32.
+    """
     regression = bundle.task == "regression"
     loss_fn = loss_fn or LOSSES.get("mse" if regression else "cross_entropy")
     model.eval()
@@ -236,10 +302,10 @@ def evaluate(
     outputs = []
     with torch.no_grad():
         for begin in range(0, x.shape[0], EVAL_BATCH):
-            out = model(bundle.normalize(x[begin:begin + EVAL_BATCH]))
+            out = runtime.forward(model, bundle.normalize(x[begin:begin + EVAL_BATCH]))
             target = y[begin:begin + EVAL_BATCH]
             total += loss_fn(out, target) * target.shape[0]
-            outputs.append(out.float())
+            outputs.append(out)
     loss = float(total.item()) / x.shape[0]
     out = torch.cat(outputs)
     return _regression_eval(loss, out, y) if regression else _class_eval(loss, out, y)

@@ -18,6 +18,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
+from automl_nn.accel import plain, plain_state
 from automl_nn.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,13 @@ def sha256_file(path: Path) -> str:
 
 
 def save_weights(trial: optuna.Trial, model: nn.Module, store: FileSystemArtifactStore) -> None:
-    """Upload the model's state dict (CPU tensors) as the trial's weights artifact."""
+    """Upload the model's state dict (CPU tensors) as the trial's weights artifact.
+
+    Always the plain module's: no torch.compile key prefix, default (contiguous) memory layout.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"trial{trial.number}-weights.pt"
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        state = plain_state({k: v.detach().cpu() for k, v in plain(model).state_dict().items()})
         torch.save(state, path)
         artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
                                       mimetype="application/octet-stream")
@@ -99,7 +103,7 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
                            "it was refused without running any of its content.") from None
     if not isinstance(state, dict):
         raise StorageError(f"weights file {path}: expected a state dict, but got {type(state).__name__}.")
-    return state
+    return plain_state(state)  # a state dict saved from a compiled module loads too
 
 
 def drop_off_front(study: optuna.Study, store: FileSystemArtifactStore, front_numbers: set[int]) -> None:

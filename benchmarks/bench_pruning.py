@@ -9,8 +9,9 @@ point shared by the two arms of a seed: error 1 (chance is worse than any traine
 balanced data) and 1.1 x the largest parameter count either arm saw. log10 keeps one huge network
 from dominating the area.
 
-    python benchmarks/bench_pruning.py --dataset digits --trials 40 --seeds 0 1 2
-    python benchmarks/bench_pruning.py --dataset mnist --trials 40 --epochs 4
+    python -m benchmarks.bench_pruning --dataset digits --trials 40 --seeds 0 1 2
+    python -m benchmarks.bench_pruning --dataset mnist --data-dir DIR --trials 40 --epochs 4 \
+        --train-size 10000 --max-width 32
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from automl_nn import config as cfg
 from automl_nn import data, pruning
 from automl_nn.objectives import NullReporter
 from automl_nn.study import front, run_search
+from benchmarks.common import hypervolume, mean_std
 
 SPACE = {"family": ["linear", "conv2d"], "depth": {"low": 1, "high": 3},
          "width": {"low": 8, "high": 128, "log": True},
@@ -59,7 +60,7 @@ def run_arm(args: argparse.Namespace, bundle: data.DataBundle, pruner: str, seed
         "sampler": args.sampler, "seed": seed, "data_dir": args.data_dir,
         "pruner": {"name": pruner, "startup_trials": args.startup_trials, "margin": args.margin,
                    "warmup_epochs": args.warmup_epochs},
-        "space": {**SPACE, "epochs": args.epochs},
+        "space": {**SPACE, "width": {**SPACE["width"], "high": args.max_width}, "epochs": args.epochs},
     }
     config = cfg.resolve(raw)
     start = time.perf_counter()
@@ -76,27 +77,6 @@ def run_arm(args: argparse.Namespace, bundle: data.DataBundle, pruner: str, seed
     )
 
 
-def hypervolume(front: list[tuple[float, float]], reference: tuple[float, float]) -> float:
-    """Exact 2-D hypervolume of (error, params) points, on (error, log10 params), up to `reference`.
-
-    Sweeps by log-params: between two consecutive points the covered height is reference error
-    minus the best error among the points to the left.
-    """
-    points = sorted((math.log10(p), e) for e, p in front)
-    ordered = [(x, e) for x, e in points if x < reference[1] and e < reference[0]]
-    area, best_error = 0.0, reference[0]
-    for i, (x, error) in enumerate(ordered):
-        best_error = min(best_error, error)
-        right = ordered[i + 1][0] if i + 1 < len(ordered) else reference[1]
-        area += (right - x) * (reference[0] - best_error)
-    return area
-
-
-def mean_std(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits")
@@ -108,11 +88,18 @@ def main() -> None:
     parser.add_argument("--startup-trials", type=int, default=5)
     parser.add_argument("--warmup-epochs", type=int, default=0)
     parser.add_argument("--margin", type=float, default=0.01)
+    parser.add_argument("--max-width", type=int, default=128, help="upper end of the width range")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="train on a fixed random subset of this many samples (the dataset's "
+                             "train_size option); validation stays full")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(1)  # a shared machine; and both arms see the same conditions
+    if args.train_size is not None:
+        args.dataset = f"{args.dataset}?train_size={args.train_size}"
     bundle = data.load(args.dataset, args.data_dir)
-    print(f"# {args.dataset}, {args.trials} trials x {args.epochs} epochs, sampler {args.sampler}, "
+    print(f"# {args.dataset}, {args.trials} trials x {args.epochs} epochs, width <= {args.max_width}, "
+          f"sampler {args.sampler}, "
           f"pareto(startup {args.startup_trials}, warmup {args.warmup_epochs}, margin {args.margin})")
     print(f"# torch {torch.__version__}, optuna {optuna.__version__}, {platform.processor() or 'cpu'}")
     print("seed | epochs none | epochs pareto | saved | pruned | HV none | HV pareto | HV ratio | "

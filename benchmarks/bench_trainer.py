@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from automl_nn import data, vision
+from automl_nn.accel import PLAIN, Runtime
 from automl_nn.spec import TrainSpec
 from automl_nn.train import fit
 
@@ -54,31 +55,64 @@ def mlp() -> nn.Module:
 MODELS: dict[str, Callable[[], nn.Module]] = {"mlp": mlp, "cnn": ExamplesNet}
 
 
-def reference_loop(model: nn.Module, root: str, samples: int, batch_size: int) -> float:
-    """Samples/s of the pytorch/examples loop over the first `samples` training images."""
+def reference_loader(root: str, samples: int, batch_size: int,
+                     device: torch.device | None = None) -> torch.utils.data.DataLoader:
+    """pytorch/examples' data path over the first `samples` training images.
+
+    On CUDA it does what that example does there: one loader worker and pinned memory.
+    """
     from torchvision import datasets, transforms
 
+    cuda = device is not None and device.type == "cuda"
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     dataset = torch.utils.data.Subset(datasets.MNIST(root, train=True, download=False,
                                                      transform=transform), range(samples))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                       num_workers=1 if cuda else 0, pin_memory=cuda)
+
+
+def data_path_only(root: str, samples: int, batch_size: int) -> float:
+    """Samples/s of the reference data path alone (no model): the bound it puts on that loop."""
+    loader = reference_loader(root, samples, batch_size)
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return samples / (time.perf_counter() - start)
+
+
+def reference_loop(model: nn.Module, root: str, samples: int, batch_size: int,
+                   device: torch.device | None = None) -> float:
+    """Samples/s of the pytorch/examples loop over the first `samples` training images.
+
+    On CUDA every batch is copied to the GPU, as in that example (`model` must be on `device`).
+    """
+    device = device or torch.device("cpu")
+    cuda = device.type == "cuda"
+    loader = reference_loader(root, samples, batch_size, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     start = time.perf_counter()
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         optimizer.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
+    if cuda:
+        torch.cuda.synchronize(device)
     return samples / (time.perf_counter() - start)
 
 
-def our_loop(model: nn.Module, bundle: data.DataBundle, samples: int, batch_size: int) -> float:
-    """Samples/s of automl-nn's fit over the same number of training samples (one epoch)."""
+def our_loop(model: nn.Module, bundle: data.DataBundle, samples: int, batch_size: int,
+             runtime: Runtime = PLAIN) -> float:
+    """Samples/s of automl-nn's fit over the same number of training samples (one epoch).
+
+    `bundle` and `model` are on the device already; `runtime` adds autocast / channels_last.
+    """
     small = dataclasses.replace(bundle, x_train=bundle.x_train[:samples], y_train=bundle.y_train[:samples],
                                 x_val=bundle.x_val[:1], y_val=bundle.y_val[:1])
     spec = TrainSpec(optimizer="adam", lr=1e-3, batch_size=batch_size, epochs=1)
-    history = fit(model, small, spec)
+    history = fit(model, small, spec, runtime=runtime)  # reads the loss once: synchronized
     return samples / (history.epochs[0].seconds)
 
 
@@ -94,7 +128,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     bundle = data.load("mnist", args.data_dir)
     root = str(vision.torchvision_root("mnist", args.data_dir))
-    results = {}
+    results: dict[str, dict[str, float]] = {
+        "data_path_only": {"reference_samples_per_s": statistics.median(
+            data_path_only(root, args.mlp_samples, args.batch_size) for _ in range(args.repeats))}}
     for name, samples in (("mlp", args.mlp_samples), ("cnn", args.cnn_samples)):
         ours, ref = [], []
         for _ in range(args.repeats):  # alternate so both see the same machine load

@@ -5,7 +5,7 @@ other processes on the machine hits both alike; the figures are medians over rou
 finished trials over the span from the first trial's start to the last trial's end (steady state);
 the wall time of the whole command, with its process start-up, is printed beside it.
 
-    python benchmarks/bench_workers.py [--rounds 3] [--trials 16] [--dataset digits]
+    python benchmarks/bench_workers.py [--rounds 3] [--trials 16] [--dataset digits|mnist] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -23,18 +23,24 @@ from pathlib import Path
 import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
-# Small conv nets with enough work per trial (a second or two on one core) that the per-trial
-# storage and sampler overhead does not dominate.
-SPACE = ["--family", "conv2d,linear", "--depth", "1:2", "--width", "32:64", "--epochs", "30",
-         "--batch-size", "16", "--objective", "accuracy,params", "--seed", "0"]
+COMMON = ["--objective", "accuracy,params", "--seed", "0"]
+# Per dataset, small models with enough work per trial (a second or more on one core) that the
+# per-trial storage and sampler overhead does not dominate.
+SPACES = {
+    "digits": ["--family", "conv2d,linear", "--depth", "1:2", "--width", "32:64", "--epochs", "30",
+               "--batch-size", "16"],
+    "mnist": ["--family", "linear", "--depth", "1:2", "--width", "32:128", "--epochs", "2",
+              "--batch-size", "64"],
+}
 
 
-def run_once(workers: int, trials: int, dataset: str) -> tuple[float, float]:
+def run_once(workers: int, trials: int, dataset: str, data_dir: str | None) -> tuple[float, float]:
     """(trials per hour in steady state, wall seconds) for one search."""
     with tempfile.TemporaryDirectory() as tmp:
         url = f"journal:{tmp}/bench.log"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "automl_nn", "search", "--dataset", dataset, *SPACE,
+        subprocess.run([sys.executable, "-m", "automl_nn", "search", "--dataset", dataset,
+                        *SPACES[dataset], *COMMON, *(["--data-dir", data_dir] if data_dir else []),
                         "--trials", str(trials), "--workers", str(workers), "--storage", url,
                         "--study-name", "bench"],
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
@@ -53,13 +59,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--dataset", default="digits", choices=sorted(SPACES))
+    parser.add_argument("--data-dir", default=None, help="where the dataset's files are (MNIST .gz)")
     args = parser.parse_args()
     rates: dict[int, list[float]] = {1: [], 2: []}
     walls: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(args.rounds):
         for workers in (1, 2):
-            rate, wall = run_once(workers, args.trials, args.dataset)
+            rate, wall = run_once(workers, args.trials, args.dataset, args.data_dir)
             rates[workers].append(rate)
             walls[workers].append(wall)
             print(f"workers={workers}: {rate:.0f} trials/h, wall {wall:.1f} s", flush=True)

@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from typer.testing import CliRunner
 
-from automl_nn.ablate import candidate_of, factor_values, variant_params
+from automl_nn.ablate import applying, candidate_of, factor_values, variant_params
 from automl_nn.config import resolve
 from tests.conftest import run
 
@@ -70,3 +70,13 @@ def test_ablate_trains_each_factor_alone_and_writes_a_page(cli: CliRunner, tmp_p
                        "--out", "ab-set")
     assert code == 0, output
     assert json.loads(Path("ab-set/ablate.json").read_text())["baseline"]["params"]["lr"] == 0.05
+
+
+def test_a_factor_the_changed_baseline_switches_off_is_not_varied() -> None:
+    space = resolve({"space": {"family": "conv2d_linear", "depth": 1, "width": 8,
+                               "dropout": [0.0, 0.25], "dropout_at": ["dense", "conv"]}}).space
+    base = {"dropout": 0.25, "dropout_at": "conv", "activation": "relu", "lr": 0.01}
+    assert "dropout_at" in applying(base, space, seed=0)
+    # --set dropout=0: every placement would train the same network, so none is a variant
+    assert "dropout_at" not in applying({**base, "dropout": 0.0}, space, seed=0)
+    assert "dropout" in applying({**base, "dropout": 0.0}, space, seed=0)

@@ -229,6 +229,8 @@ def test_pareto_pruning_and_constraints_end_to_end(cli: CliRunner, tmp_path: Pat
     code, output = run(cli, "show", "p")
     assert code == 0
     assert f"pruned {len(pruned)}, infeasible {len(infeasible)}; epochs trained" in output
+    by_pruning = sum(3 - t.user_attrs["epochs_trained"] for t in pruned)
+    assert f"{by_pruning} by pruning, {3 * len(infeasible)} by constraints (never trained)" in output
 
 
 def test_single_objective_pruner_gets_every_epoch_reported(cli: CliRunner, tmp_path: Path) -> None:

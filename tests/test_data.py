@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from automl_nn import config as cfg
 from automl_nn import data, synthetic
 from automl_nn.errors import ConfigError, DataError, UsageError
+from automl_nn.prepare import channel_stats
 from tests.conftest import run
 
 
@@ -247,6 +248,20 @@ def test_oversample_balances_train_only() -> None:
     assert not (_rows(balanced.x_train) & _rows(balanced.x_val))
 
 
+def test_train_size_keeps_a_fixed_subset_of_train_only() -> None:
+    full = data.load("two-moons?size=500")
+    small = data.load("two-moons?size=500&train_size=50")
+    again = data.load("two-moons?train_size=50&size=500")  # same spec, other order: the cached bundle
+    assert small.x_train.shape[0] == 50 and small is again
+    assert _rows(small.x_train) <= _rows(full.x_train)
+    assert torch.equal(small.x_val, full.x_val) and torch.equal(small.x_test, full.x_test)
+
+
+def test_train_size_larger_than_train_is_refused() -> None:
+    with pytest.raises(DataError, match=r"train_size=5000 .* holds \(300\)"):
+        data.load("two-moons?size=500&train_size=5000")
+
+
 def test_pca_is_fitted_on_train() -> None:
     bundle = data.load("gaussian-mixture?dim=10&dummy_dims=20&rotate=true&pca=3&size=300")
     assert bundle.input_shape == (3,)
@@ -286,6 +301,19 @@ def test_regression_defaults_and_refusals() -> None:
         cfg.for_data(cfg.resolve({"space": {"batch_size": 32, "loss": "cross_entropy"}}), bundle)
     with pytest.raises(ConfigError, match="r2 needs a regression task"):
         cfg.for_data(cfg.resolve({"objectives": ["r2"]}), data.load("digits"))
+
+
+def test_default_batch_sizes_fit_small_training_splits() -> None:
+    sin = data.load("sin")  # 120 training samples: 128 does not fit
+    assert sin.n_train < 128
+    assert cfg.for_data(cfg.resolve({"dataset": "sin"}), sin).space["batch_size"] == cfg.Choice((32, 64))
+    tiny = data.load("sin?size=40")  # smaller than every default: one full batch
+    assert cfg.for_data(cfg.resolve({"dataset": "sin?size=40"}), tiny).space["batch_size"] == \
+        cfg.Fixed(16)
+    digits = data.load("digits")
+    assert cfg.for_data(cfg.resolve({}), digits).space["batch_size"] == cfg.Choice((32, 64, 128))
+    with pytest.raises(ConfigError, match="128 is larger than the training split"):  # the user's own
+        cfg.for_data(cfg.resolve({"dataset": "sin", "space": {"batch_size": 128}}), sin)
 
 
 def test_regression_evaluation_matches_sklearn() -> None:
@@ -348,3 +376,18 @@ def test_plain_directory_of_another_mnist_family_set_is_not_taken(tmp_path: Path
     assert data.load("fashion-mnist", str(root)).n_outputs == 10
     with pytest.raises(DataError, match="files not found"):
         data.load("mnist", str(root))
+
+
+@pytest.mark.parametrize("shape", [(103, 3, 5, 4), (103, 7)])
+def test_training_statistics_in_chunks_equal_those_of_the_whole_split(shape: tuple[int, ...]) -> None:
+    # 103 samples in chunks of 10: ten full chunks and a remainder of 3
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+    floats = torch.randn(shape, generator=generator) * 5 + 100
+    for x in (images, floats):
+        mean, std = channel_stats(x, chunk=10)
+        whole = x.double()
+        dims = (0, 2, 3) if x.dim() > 2 else (0,)
+        assert torch.allclose(mean, whole.mean(dim=dims, keepdim=True)[0].float(), rtol=1e-6)
+        assert torch.allclose(std, whole.std(dim=dims, keepdim=True)[0].float(), rtol=1e-5)
+        assert mean.shape == std.shape == ((shape[1], 1, 1) if x.dim() > 2 else (shape[1],))

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).parent.parent / "automl_nn"
 # Modules below `space`: they never import optuna, so a Candidate rebuilds anywhere without a study.
 NO_OPTUNA = ("errors", "registry", "spec", "blocks", "losses", "optim", "arrays", "synthetic", "files",
              "vision", "prepare", "data", "model", "metrics",
-             "train", "config")
+             "train", "config", "accel")
 
 
 def _imports(module: str) -> set[str]:

@@ -140,7 +140,8 @@ def test_pruned_and_infeasible_trials_are_never_on_the_front(tmp_path: Path) -> 
     assert [t.number for t in front(study)] == [0]
     assert count_done(study) == 2  # infeasible candidates do not use up --trials
     assert pruning_summary(study) == {"pruned": 1, "infeasible": 1, "epochs_planned": 6,
-                                      "epochs_trained": 3, "epochs_saved": 3}
+                                      "epochs_trained": 3, "epochs_saved": 3,
+                                      "epochs_saved_by_pruning": 1, "epochs_saved_by_constraints": 2}
 
 
 def test_front_is_empty_when_no_single_objective_trial_is_feasible(tmp_path: Path) -> None:

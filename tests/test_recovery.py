@@ -1,4 +1,4 @@
-"""Stale trials: the journal lease reaper, RDB heartbeat tagging, and retries with the same params."""
+"""Stale trials (journal leases, RDB heartbeats, retries with the same params) and retried writes."""
 
 import os
 import socket
@@ -6,13 +6,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy.exc
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from automl_nn import recovery
 from automl_nn.config import resolve
+from automl_nn.errors import StorageUnavailable
 from automl_nn.study import open_storage, open_study
 
 CONFIG = resolve({"study_name": "r", "objectives": ["accuracy"]})
@@ -97,12 +102,17 @@ def test_retries_stop_after_max_retry(tmp_path: Path) -> None:
     assert [t.system_attrs["retry_history"] for t in waiting] == [[0], [0, 1]]
 
 
+def _quick_heartbeat_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> optuna.Study:
+    """An SQLite study whose heartbeat is 1 s and grace 2 s, so staleness shows in seconds."""
+    monkeypatch.setenv(recovery.INTERVAL_ENV, "1")
+    monkeypatch.setenv(recovery.GRACE_ENV, "2")
+    return open_study(CONFIG, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+
+
 def test_rdb_stale_trial_is_tagged_failed_and_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(recovery.INTERVAL_ENV, "1")
-    monkeypatch.setenv(recovery.GRACE_ENV, "2")
-    study = open_study(CONFIG, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    study = _quick_heartbeat_study(tmp_path, monkeypatch)
     trial = _running_trial(study)
     study._storage.record_heartbeat(trial._trial_id)
     assert recovery.reap_stale(study, recovery.heartbeat_settings()) == []  # fresh heartbeat
@@ -120,3 +130,121 @@ def test_heartbeat_defaults_are_safe_and_env_is_validated(monkeypatch: pytest.Mo
     monkeypatch.setenv(recovery.INTERVAL_ENV, "zero")
     with pytest.raises(ValueError, match="whole number of seconds"):
         recovery.heartbeat_settings()
+
+
+def test_trial_without_a_heartbeat_is_stale_after_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker killed between creating its trial and the first heartbeat leaves exactly this.
+    study = _quick_heartbeat_study(tmp_path, monkeypatch)
+    trial = _running_trial(study)
+    assert recovery.reap_stale(study, recovery.heartbeat_settings()) == []  # young: may be alive
+    time.sleep(2.2)
+    assert recovery.reap_stale(study, recovery.heartbeat_settings()) == [trial.number]
+    dead, retry = study.trials
+    assert dead.user_attrs["fail_reason"] == "stale" and retry.params == dead.params
+
+
+def test_study_whose_creator_died_before_describing_it_is_completed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name="r", storage=open_storage(url), direction="maximize")
+    study = open_study(CONFIG, open_storage(url))
+    assert study.user_attrs["config"] == CONFIG.to_raw()
+    assert study.user_attrs["config_hash"] == CONFIG.identity_hash()
+    assert study.metric_names == ["accuracy"]
+
+
+# ---- retried storage writes -----------------------------------------------------------------------
+
+
+def _locked() -> StorageInternalError:
+    """What Optuna raises when SQLite stays locked past the busy timeout."""
+    cause = sqlalchemy.exc.OperationalError("UPDATE trials", {}, Exception("database is locked"))
+    error = StorageInternalError("An exception is raised during the commit.")
+    error.__cause__ = cause
+    return error
+
+
+class _Flaky:
+    """A write that fails with `errors` in turn, then returns "written"."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors, self.calls = list(errors), 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "written"
+
+
+def test_retry_policy_backs_off_exponentially_up_to_a_cap() -> None:
+    assert recovery.RetryPolicy().delays() == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert recovery.RetryPolicy(attempts=7, base=1.0, cap=5.0).delays() == [1, 2, 4, 5, 5, 5]
+
+
+def test_transient_failures_are_retried_with_jittered_backoff() -> None:
+    write, sleeps = _Flaky(_locked(), _locked()), []
+    assert recovery.retrying("w", write, sleep=sleeps.append) == "written"
+    assert write.calls == 3
+    assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
+
+
+@pytest.mark.parametrize("error", [
+    StorageInternalError("constraint"),                          # no transient cause
+    ValueError("bad value"),
+    UpdateFinishedTrialError("finished"),
+    sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed")),
+    sqlalchemy.exc.OperationalError("SELECT", {}, Exception("no such table: trials")),
+])
+def test_errors_that_would_fail_again_are_raised_at_once(error: Exception) -> None:
+    write, sleeps = _Flaky(error), []
+    with pytest.raises(type(error)):
+        recovery.retrying("w", write, sleep=sleeps.append)
+    assert write.calls == 1 and sleeps == []
+
+
+def test_retries_give_up_with_a_clear_error() -> None:
+    write, sleeps = _Flaky(*[_locked() for _ in range(4)]), []
+    with pytest.raises(StorageUnavailable) as raised:
+        recovery.retrying("set_trial_state_values(trial id 3, COMPLETE)", write,
+                          recovery.RetryPolicy(attempts=4, base=0.1), sleep=sleeps.append)
+    assert write.calls == 4 and len(sleeps) == 3
+    message = str(raised.value)
+    assert "set_trial_state_values(trial id 3, COMPLETE) failed 4 times" in message
+    assert "database is locked" in message and "run the same command again" in message
+
+
+def test_a_final_state_committed_by_a_failed_try_counts_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = RDBStorage.set_trial_state_values
+    failures: list[int] = []
+
+    def commit_then_fail(self: RDBStorage, *args: Any, **kwargs: Any) -> bool:
+        done = original(self, *args, **kwargs)
+        if not failures:  # the connection dropped after COMMIT: the caller sees an error
+            failures.append(1)
+            raise _locked()
+        return done
+
+    monkeypatch.setattr(RDBStorage, "set_trial_state_values", commit_then_fail)
+    study = open_study(CONFIG, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    trial = _running_trial(study)
+    study.tell(trial, 0.5)
+    assert failures and study.trials[0].state == TrialState.COMPLETE
+
+
+def test_a_heartbeat_that_cannot_be_written_is_logged_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def down(self: RDBStorage, trial_id: int) -> None:
+        raise _locked()
+
+    monkeypatch.setattr(recovery, "WRITE_RETRY", recovery.RetryPolicy(attempts=2, base=0.01))
+    monkeypatch.setattr(RDBStorage, "record_heartbeat", down)
+    study = open_study(CONFIG, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    trial = _running_trial(study)
+    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+    assert any("record_heartbeat" in r.getMessage() and "next heartbeat tries again" in r.getMessage()
+               for r in caplog.records if r.levelname == "ERROR")

@@ -13,7 +13,7 @@ import pytest
 
 from automl_nn import report
 from tests.browser import browser_context, is_real_png
-from tests.fake_study import make_study
+from tests.fake_study import DISTRIBUTIONS, make_study
 
 PLOTS = ("pareto", "hypervolume", "history", "importance", "family-activation", "costs", "curves")
 
@@ -64,6 +64,22 @@ def test_hypervolume_is_a_fraction_of_the_reference_box() -> None:
     assert data.hypervolume is not None
     assert data.hypervolume[1][-1] == pytest.approx(expected)
     assert "importance" in data.notes  # too few trials: a note, not a crash
+
+
+def test_infeasible_trials_are_left_out_of_every_plot() -> None:
+    """A trial over a hard constraint was never trained: its accuracy 0 is a placeholder, so it must
+    not show as a network in the figures (nor pull its family's accuracy down)."""
+    study = make_study(optuna.storages.InMemoryStorage(), n=12)
+    trial = study.ask(DISTRIBUTIONS)
+    trial.set_constraint("max_flops", 3.0)
+    trial.set_user_attr("infeasible", "flops 4e+06 > max_flops 1e+06")
+    study.tell(trial, [0.0, 10.0])  # the cheapest trial: on the front if it counted
+    data = report.collect(study)
+    assert trial.number not in [p.number for p in data.points]
+    assert len(data.points) == 12 and trial.number not in data.front
+    figs = report.figures(data)
+    assert all(0.0 not in list(t.y) for t in figs["pareto"].data)
+    assert data.importances  # fANOVA still runs on the trained trials
 
 
 def test_single_objective_study_gets_notes_not_plots() -> None:

@@ -155,3 +155,22 @@ def test_describe_says_what_depends_on_what() -> None:
     assert rows["width"]["applies"] == "when width_mode is uniform"
     assert rows["lr"]["type"] == "float" and rows["lr"]["values"] == "float range [0.0001, 0.1] log"
     assert rows["normalize"]["type"] == "bool"
+
+
+def test_a_grid_over_repeat_trains_each_point_that_many_times() -> None:
+    space = resolve({"sampler": "grid", "space": {"family": "linear", "depth": 1, "width": 8,
+                                                  "activation": ["relu", "tanh"], "repeat": [0, 1, 2],
+                                                  "optimizer": "adam", "lr": 0.01, "batch_size": 32}}).space
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid(space), seed=0))
+    drawn = []
+
+    def objective(trial: optuna.Trial) -> float:
+        drawn.append((sample(trial, space, seed=trial.number), trial.params["repeat"]))
+        return 0.0
+
+    study.optimize(objective, n_trials=10)  # the grid sampler stops the study when it is exhausted
+    assert sorted((c.arch.activation, r) for c, r in drawn) == [
+        (a, r) for a in ("relu", "tanh") for r in (0, 1, 2)]
+    relu = [c for c, _ in drawn if c.arch.activation == "relu"]
+    assert all(c.arch == relu[0].arch for c in relu), "repeat changes nothing but the trial"
+    assert len({c.train.seed for c, _ in drawn}) == 6

@@ -1,4 +1,5 @@
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -165,3 +166,29 @@ def test_normalization_off_feeds_raw_values() -> None:
     raw = prepared(bundle, TrainSpec("adam", 0.1, 8, 1, normalize=False))
     assert torch.equal(raw.normalize(bundle.x_train), bundle.x_train.float())
     assert prepared(bundle, TrainSpec("adam", 0.1, 8, 1)) is bundle
+
+
+def test_batch_size_one_takes_a_step_per_sample() -> None:
+    """Seed 002 trains with batches of one sample: every sample is a step, none is skipped."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    bundle = bundle_from_arrays("halves", x, (x[:, 0] > 0).astype(np.int64), ("a", "b"))
+    seed_everything(0)
+    model = build(ArchSpec("linear", 0, (), "none"), bundle.input_shape, bundle.n_outputs)
+    steps: list[int] = []
+    model.register_forward_hook(lambda _m, inp, _o: steps.append(inp[0].shape[0]) if model.training else None)
+    fit(model, bundle, TrainSpec(optimizer="sgd", lr=0.1, batch_size=1, epochs=2, seed=0))
+    assert steps == [1] * (2 * bundle.n_train)
+
+
+def test_training_time_leaves_out_what_the_epoch_hook_does() -> None:
+    # The hook stands for storage writes, pruning and kept predictions: a slow storage must not
+    # make a network look slow to train (train_time is an objective).
+    bundle = load("digits")
+    model = build(ArchSpec("linear", 1, (16,), "relu"), bundle.input_shape, bundle.n_outputs)
+    spec = TrainSpec(optimizer="adam", lr=0.01, batch_size=64, epochs=2, seed=0)
+    start = time.perf_counter()
+    history = fit(model, bundle, spec, on_epoch=lambda _r: time.sleep(0.5))
+    wall = time.perf_counter() - start
+    assert history.train_seconds == pytest.approx(sum(r.seconds for r in history.epochs))
+    assert 0 < history.train_seconds <= wall - 2 * 0.5

@@ -1,0 +1,32 @@
+"""The private Optuna surface automl-nn relies on: these tests fail first when an upgrade moves it.
+
+- `recovery.TaggingRDBStorage` overrides `RDBStorage._get_stale_trial_ids`, which Optuna's
+  `fail_stale_trials` calls, to tag a stale trial's `fail_reason` while it is still RUNNING.
+- The reaper and the stop callback read `Study._storage` and `FrozenTrial._trial_id`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import fail_stale_trials
+
+from automl_nn.recovery import TaggingRDBStorage
+
+
+def test_stale_trial_hook_is_still_called_by_fail_stale_trials() -> None:
+    signature = inspect.signature(RDBStorage._get_stale_trial_ids)
+    assert list(signature.parameters) == ["self", "study_id"]
+    assert "_get_stale_trial_ids(study._study_id)" in inspect.getsource(fail_stale_trials)
+    assert TaggingRDBStorage._get_stale_trial_ids is not RDBStorage._get_stale_trial_ids
+
+
+def test_study_and_trial_private_attributes_exist() -> None:
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    frozen = study.trials[0]
+    assert isinstance(study._storage, optuna.storages.BaseStorage)
+    assert study._storage.get_trial(frozen._trial_id).number == frozen.number
