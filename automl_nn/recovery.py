@@ -6,8 +6,11 @@ Optuna only cleans up after SIGINT. Two mechanisms find such trials:
 - RDB storage (SQLite, PostgreSQL): Optuna's heartbeat. Each running trial's heartbeat row is
   refreshed every `interval` seconds; a trial whose heartbeat is older than `grace` is stale.
 - Journal storage has no heartbeat, so each running trial holds a lease in its system attributes
-  (host, pid, time), refreshed from a thread. A lease is dead when its process is gone (same host)
-  or when it has not been refreshed for `grace` seconds (any host).
+  (host, boot, pid, time), refreshed from a thread. A lease is dead when its process is gone (same
+  host) or when it has not been refreshed for `grace` seconds (any host).
+- On RDB storage the lease is written once, naming the trial's process: a run on the same machine
+  then reaps a killed worker's trial at once instead of waiting out the heartbeat's grace, so
+  re-running a crashed command picks up its lost trial straight away.
 
 Either way a stale trial is marked FAIL with `fail_reason = "stale"` and re-enqueued once per
 failure, with the same parameters, up to MAX_RETRY times; the retry records the original trial
@@ -30,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
@@ -333,16 +337,29 @@ def storage_failure(exc: BaseException) -> StorageUnavailable | None:
 
 def lease_now() -> dict[str, Any]:
     """This process's lease: who holds the trial, and when it last said so."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(),
+            "time": time.time()}
+
+
+def _boot_id() -> str | None:
+    """This machine's boot id (Linux): tells apart two machines that share a host name."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager
 def hold_lease(storage: BaseStorage, trial_id: int, interval: float) -> Iterator[None]:
-    """Keep a lease on a running journal trial, refreshed every `interval` seconds from a thread."""
+    """Name this process as the trial's holder; on journal storage, refresh that every `interval` s.
+
+    RDB storage has Optuna's heartbeat for the time; there the lease only says which process runs
+    the trial, so one write per trial.
+    """
+    storage.set_trial_system_attr(trial_id, LEASE_KEY, lease_now())
     if not isinstance(storage, JournalStorage):
         yield
         return
-    storage.set_trial_system_attr(trial_id, LEASE_KEY, lease_now())
     stop = threading.Event()
     thread = threading.Thread(target=_refresh, args=(storage, trial_id, interval, stop),
                               name="automl-nn-lease", daemon=True)
@@ -370,9 +387,17 @@ def lease_is_dead(lease: dict[str, Any] | None, started: float | None, grace: fl
     now = time.time() if now is None else now
     if lease is None:  # killed between ask() and the first lease write
         return started is not None and now - started > grace
-    if lease.get("host") == socket.gethostname() and not _pid_alive(int(lease.get("pid", -1))):
-        return True
-    return now - float(lease.get("time", 0.0)) > grace
+    return holder_is_gone(lease) or now - float(lease.get("time", 0.0)) > grace
+
+
+def holder_is_gone(lease: dict[str, Any] | None) -> bool:
+    """Whether the lease names a process of this very machine that no longer exists."""
+    if lease is None or lease.get("host") != socket.gethostname():
+        return False
+    boot = lease.get("boot")
+    if boot is not None and _boot_id() is not None and boot != _boot_id():
+        return False  # another machine with this host name (or this one before a reboot: grace)
+    return not _pid_alive(int(lease.get("pid", -1)))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -393,34 +418,47 @@ def _pid_alive(pid: int) -> bool:
 def reap_stale(study: optuna.Study, settings: Heartbeat, retry: RetryStale | None = None) -> list[int]:
     """Fail the study's trials whose worker is gone and enqueue their retries; returns their numbers.
 
-    Runs before a resumed search counts its trials, and between trials. With RDB storage it is
-    Optuna's heartbeat check; with journal storage it checks the leases.
+    Runs before a resumed search counts its trials, and between trials. Journal storage: the
+    leases. RDB storage: trials whose process on this machine has ended, then Optuna's heartbeat
+    check for the rest.
     """
     storage = study._storage
+    retry = retry or RetryStale()
     if isinstance(storage, JournalStorage):
-        return _reap_leases(study, settings.grace, retry or RetryStale())
+        return _reap_leases(study, settings.grace, retry)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if running:
+    gone = [t for t in running if holder_is_gone(t.system_attrs.get(LEASE_KEY))]
+    reaped = [t.number for t in gone
+              if _fail_stale(study, t, f"its process {t.system_attrs[LEASE_KEY]['pid']} ended", retry)]
+    if len(gone) < len(running):
         with _no_experimental_warnings():
             optuna.storages.fail_stale_trials(study)
-    return [t.number for t in running if study._storage.get_trial(t._trial_id).state == TrialState.FAIL]
+    reaped_ids = {t._trial_id for t in gone}
+    return [*reaped, *(t.number for t in running if t._trial_id not in reaped_ids
+                       and storage.get_trial(t._trial_id).state == TrialState.FAIL)]
 
 
 def _reap_leases(study: optuna.Study, grace: float, retry: RetryStale) -> list[int]:
-    storage = study._storage
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         started = trial.datetime_start.timestamp() if trial.datetime_start else None
-        if not lease_is_dead(trial.system_attrs.get(LEASE_KEY), started, grace):
-            continue
-        try:
-            _tag_stale(storage, trial._trial_id, "its lease expired")
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except UpdateFinishedTrialError:  # finished, or reaped by another worker just now
-            continue
-        retry(study, storage.get_trial(trial._trial_id))
-        reaped.append(trial.number)
+        if lease_is_dead(trial.system_attrs.get(LEASE_KEY), started, grace) and \
+                _fail_stale(study, trial, "its lease expired", retry):
+            reaped.append(trial.number)
     return reaped
+
+
+def _fail_stale(study: optuna.Study, trial: FrozenTrial, why: str, retry: RetryStale) -> bool:
+    """Tag, fail and retry one lost trial; False when it finished, or another worker reaped it."""
+    storage = study._storage
+    try:
+        _tag_stale(storage, trial._trial_id, why)
+        if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
+    retry(study, storage.get_trial(trial._trial_id))
+    return True
 
 
 @contextlib.contextmanager

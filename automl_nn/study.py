@@ -365,10 +365,9 @@ class _Stopper:
         if self.graceful.pending is not None or self.tripped is not None:
             study.stop()
             return
-        # A sibling may have died. RDB storage needs nothing here: Optuna checks heartbeats itself
-        # before each trial. Journal leases are ours to check.
-        if isinstance(study._storage, JournalStorage):
-            recovery.reap_stale(study, self.heartbeat)
+        # A sibling may have died: journal leases, and on RDB storage the trials of processes gone
+        # from this machine, are ours to check (Optuna checks RDB heartbeats before each trial).
+        recovery.reap_stale(study, self.heartbeat)
         if self.front_store is not None and trial.state == TrialState.COMPLETE:
             weights.drop_off_front(study, self.front_store, {t.number for t in front(study)})
         self._track_infeasible(study, trial)
@@ -449,7 +448,7 @@ class GracefulStop:
 
 @dataclass
 class _GuardedTrial:
-    """The trial function as optimize() sees it: signals armed, and a lease on journal storage."""
+    """The trial function as optimize() sees it: signals armed, and a lease naming its process."""
 
     runner: TrialRunner
     graceful: GracefulStop

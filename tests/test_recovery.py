@@ -124,6 +124,46 @@ def test_rdb_stale_trial_is_tagged_failed_and_retried(
     assert retry.system_attrs["failed_trial"] == dead.number
 
 
+@pytest.mark.parametrize(("holder", "reaped"), [
+    ("gone", True),    # its process on this machine ended: reaped at once, no grace to wait out
+    ("self", False),   # this very process: alive
+    ("other", False),  # another machine: only its heartbeat can tell
+])
+def test_rdb_trial_of_an_ended_process_is_reaped_without_waiting(
+    holder: str, reaped: bool, tmp_path: Path
+) -> None:
+    study = open_study(CONFIG, open_storage(f"sqlite:///{tmp_path / 's.db'}"))  # 120 s grace
+    trial = _running_trial(study)
+    study._storage.record_heartbeat(trial._trial_id)
+    lease = {**recovery.lease_now(), "pid": _dead_pid() if holder == "gone" else os.getpid()}
+    if holder == "other":
+        lease = {**lease, "host": "elsewhere.example", "pid": _dead_pid()}
+    study._storage.set_trial_system_attr(trial._trial_id, recovery.LEASE_KEY, lease)
+
+    assert recovery.reap_stale(study, recovery.heartbeat_settings()) == ([trial.number] if reaped else [])
+    states = [t.state for t in study.trials]
+    assert states == ([TrialState.FAIL, TrialState.WAITING] if reaped else [TrialState.RUNNING])
+    if reaped:
+        assert study.trials[0].user_attrs["fail_reason"] == "stale"
+        assert recovery.reap_stale(study, recovery.heartbeat_settings()) == []  # exactly one retry
+
+
+def test_lease_of_a_rebooted_or_namesake_machine_is_left_to_the_heartbeat() -> None:
+    lease = {**recovery.lease_now(), "pid": _dead_pid()}
+    assert recovery.holder_is_gone(lease)
+    assert not recovery.holder_is_gone({**lease, "boot": "another-boot"})
+
+
+def test_rdb_lease_is_written_once_naming_the_process(tmp_path: Path) -> None:
+    study = open_study(CONFIG, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    trial = _running_trial(study)
+    with recovery.hold_lease(study._storage, trial._trial_id, interval=0.2):
+        first = study._storage.get_trial(trial._trial_id).system_attrs[recovery.LEASE_KEY]
+        time.sleep(0.5)
+        assert study._storage.get_trial(trial._trial_id).system_attrs[recovery.LEASE_KEY] == first
+    assert first["pid"] == os.getpid() and first["host"] == socket.gethostname()
+
+
 def test_heartbeat_defaults_are_safe_and_env_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     beat = recovery.heartbeat_settings()
     assert beat.safe and beat.grace >= recovery.BUSY_TIMEOUT_S + 2 * beat.interval
