@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy.engine
+import sqlalchemy.event
 import sqlalchemy.exc
 import sqlalchemy.orm
 from optuna._typing import JSONSerializable
@@ -226,12 +229,34 @@ def engine_kwargs(url: str) -> dict[str, Any]:
 
 
 def rdb_storage(url: str) -> TaggingRDBStorage:
-    """An RDB storage with this tool's settings: busy timeout, heartbeat, stale-trial retries."""
+    """An RDB storage with this tool's settings: busy timeout, heartbeat, stale-trial retries.
+
+    SQLite files are opened in WAL mode with `synchronous=NORMAL`: a commit no longer waits for
+    the disk (a trial makes some 25 commits; at about 12 ms of fsync each they were the largest
+    cost outside training), readers do not block the writer, and a killed process loses nothing
+    it committed (only a power cut can lose the last commits, never the file's consistency).
+    WAL needs a local disk: for a database shared by several machines use PostgreSQL.
+    """
+    if url.startswith("sqlite") and not sqlalchemy.event.contains(sqlalchemy.engine.Engine,
+                                                                  "connect", _sqlite_wal):
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _sqlite_wal)
     beat = heartbeat_settings()
     with _no_experimental_warnings():
         return TaggingRDBStorage(url, engine_kwargs=engine_kwargs(url),
                                  heartbeat_interval=beat.interval, grace_period=beat.grace,
                                  heartbeat_stale_trial_callback=RetryStale(max_retry=MAX_RETRY))
+
+
+def _sqlite_wal(connection: Any, _record: Any) -> None:
+    """Each new SQLite connection (of any engine in this process): WAL, synchronous=NORMAL."""
+    if not isinstance(connection, sqlite3.Connection):
+        return
+    cursor = connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
 
 
 # ---- transient storage errors --------------------------------------------------------------------

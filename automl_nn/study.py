@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sqlite3
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import optuna
 import sqlalchemy.exc
@@ -31,7 +33,7 @@ from automl_nn.config import ACCEL_KEYS, SMOKE_SUFFIX, StudyConfig
 from automl_nn.data import DataBundle, on_device
 from automl_nn.errors import ConfigError, StorageError, suggest
 from automl_nn.objectives import Reporter, TrialRunner, mark_failed
-from automl_nn.verify import SQLITE_HEADER, journal_path
+from automl_nn.verify import journal_path
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +121,33 @@ def _check_sqlite_file(path: Path, must_exist: bool) -> None:
             raise StorageError(f"{where}: the directory {path.parent} does not exist. "
                                "Create it first or choose another path.")
         return
+    problem = _not_sqlite(path)
+    if problem is not None:
+        raise StorageError(f"{where}: {problem}")
+
+
+def _not_sqlite(path: Path) -> str | None:
+    """Why `path` cannot be opened as an SQLite database, asking SQLite itself; None when it can.
+
+    The file is never opened with open(): closing any descriptor of a file drops every POSIX lock
+    this process holds on it, including those of SQLite connections still open here, and in WAL
+    mode that lets another process checkpoint under them and corrupt the database.
+    """
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
     try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise StorageError(f"{where}: cannot be read ({exc.strerror}). Check its permissions.") from None
-    if header and header != SQLITE_HEADER:
-        raise StorageError(f"{where}: is not an SQLite database (it may be corrupt or another kind "
-                           "of file). It was left untouched; pass another --storage.")
+        connection = sqlite3.connect(uri, uri=True, timeout=recovery.BUSY_TIMEOUT_S)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            return None  # a database another process is writing
+        return f"cannot be read ({exc}). Check its permissions."
+    except sqlite3.DatabaseError:
+        return ("is not an SQLite database (it may be corrupt or another kind of file). It was "
+                "left untouched; pass another --storage.")
+    return None
 
 
 def _open_journal(path: Path, must_exist: bool) -> BaseStorage:

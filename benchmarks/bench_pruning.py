@@ -12,11 +12,19 @@ from dominating the area.
     python -m benchmarks.bench_pruning --dataset digits --trials 40 --seeds 0 1 2
     python -m benchmarks.bench_pruning --dataset mnist --data-dir DIR --trials 40 --epochs 4 \
         --train-size 10000 --max-width 32
+
+With `--workdir DIR` the studies are kept there (one SQLite file per seed), and a rerun with the
+same settings resumes them instead of training again: the unpruned arm, which costs the most, is
+trained once and reused when only the pruner's settings change. `--replay` adds a third column
+set: the pruner's rule applied offline to the unpruned arm's recorded learning curves, trial by
+trial in the order they ran (what pruning would have saved on exactly those trials, without the
+sampler's divergence), which makes comparing pruner settings cheap.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import platform
 import tempfile
@@ -27,14 +35,16 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import config as cfg
 from automl_nn import data, pruning
+from automl_nn.config import PrunerConfig
 from automl_nn.objectives import NullReporter
 from automl_nn.study import front, run_search
 from benchmarks.common import hypervolume, mean_std
 
-SPACE = {"family": ["linear", "conv2d"], "depth": {"low": 1, "high": 3},
+SPACE: dict[str, Any] = {"family": ["linear", "conv2d"], "depth": {"low": 1, "high": 3},
          "width": {"low": 8, "high": 128, "log": True},
          "activation": ["relu", "tanh", "sigmoid", "selu"], "optimizer": ["adam", "sgd"],
          "lr": {"low": 1e-4, "high": 1e-1, "log": True}, "batch_size": [32, 64, 128]}
@@ -52,11 +62,25 @@ class Arm:
     seconds: float
 
 
+def pruner_settings(args: argparse.Namespace) -> PrunerConfig:
+    return PrunerConfig(startup_trials=args.startup_trials, warmup_epochs=args.warmup_epochs,
+                        margin=args.margin)
+
+
+def arm_name(pruner: str, seed: int, settings: PrunerConfig) -> str:
+    """The study's name: the unpruned arm is shared by every pruner setting of a seed."""
+    if pruner == "none":
+        return f"none-{seed}"
+    return (f"{pruner}-{seed}-s{settings.startup_trials}-w{settings.warmup_epochs}"
+            f"-m{settings.margin:g}")
+
+
 def run_arm(args: argparse.Namespace, bundle: data.DataBundle, pruner: str, seed: int,
-            workdir: Path) -> Arm:
+            workdir: Path) -> tuple[Arm, optuna.Study]:
     raw: dict[str, Any] = {
         "dataset": args.dataset, "objectives": ["accuracy", "params"], "trials": args.trials,
-        "study_name": f"{pruner}-{seed}", "storage": f"sqlite:///{workdir / 'bench.db'}",
+        "study_name": arm_name(pruner, seed, pruner_settings(args)),
+        "storage": f"sqlite:///{workdir / f'bench-{seed}.db'}",
         "sampler": args.sampler, "seed": seed, "data_dir": args.data_dir,
         "pruner": {"name": pruner, "startup_trials": args.startup_trials, "margin": args.margin,
                    "warmup_epochs": args.warmup_epochs},
@@ -65,16 +89,48 @@ def run_arm(args: argparse.Namespace, bundle: data.DataBundle, pruner: str, seed
     config = cfg.resolve(raw)
     start = time.perf_counter()
     study = run_search(config, bundle, NullReporter(), device="cpu")
-    seconds = time.perf_counter() - start
     finished = study.get_trials(deepcopy=False, states=pruning.FINISHED)
+    seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in finished
+                  if t.datetime_complete and t.datetime_start) or time.perf_counter() - start
     return Arm(
         epochs=sum(pruning.trained_epochs(t) for t in finished),
         planned=sum(pruning.planned_epochs(t) for t in finished),
-        pruned=sum(1 for t in finished if t.state == optuna.trial.TrialState.PRUNED),
+        pruned=sum(1 for t in finished if t.state == TrialState.PRUNED),
         front=[(1.0 - t.values[0], t.values[1]) for t in front(study)],
         max_params=max(float(t.user_attrs["params"]) for t in finished),
         seconds=seconds,
-    )
+    ), study
+
+
+def replay(study: optuna.Study, rule: pruning.ParetoPruner) -> Arm:
+    """The pruner's decisions on an unpruned study's recorded curves, trial by trial in order.
+
+    Each trial meets the trials before it as they would have been: those the replay pruned keep
+    their epochs up to the one they were pruned at, and count as PRUNED.
+    """
+    seen: list[FrozenTrial] = []
+    epochs = pruned = 0
+    for trial in sorted(study.get_trials(deepcopy=False, states=pruning.FINISHED),
+                        key=lambda t: t.number):
+        planned = pruning.planned_epochs(trial)
+        stop = next((k for k in range(rule.settings.warmup_epochs + 1, planned)
+                     if (point := rule.point(trial.number, trial.user_attrs, k)) is not None
+                     and rule.decide(point, seen, k) is not None), None)
+        if stop is None:
+            seen.append(trial)
+            epochs += pruning.trained_epochs(trial)
+            continue
+        pruned += 1
+        epochs += stop
+        attrs = {k: v for k, v in trial.user_attrs.items()
+                 if not (k.startswith("epoch") and k[5:].isdigit() and int(k[5:]) > stop)}
+        seen.append(optuna.trial.create_trial(state=TrialState.PRUNED, params=trial.params,
+                                              distributions=trial.distributions, user_attrs=attrs))
+        seen[-1].number = trial.number
+    completed = [t for t in seen if t.state == TrialState.COMPLETE and not pruning.is_infeasible(t)]
+    return Arm(epochs=epochs, planned=sum(pruning.planned_epochs(t) for t in seen), pruned=pruned,
+               front=[(1.0 - t.values[0], t.values[1]) for t in completed],
+               max_params=max(float(t.user_attrs["params"]) for t in seen), seconds=0.0)
 
 
 def main() -> None:
@@ -89,6 +145,12 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=0)
     parser.add_argument("--margin", type=float, default=0.01)
     parser.add_argument("--max-width", type=int, default=128, help="upper end of the width range")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the studies here and resume them (default: a temporary folder)")
+    parser.add_argument("--replay", action="store_true",
+                        help="also apply the pruner offline to the unpruned arm's curves")
+    parser.add_argument("--arms", nargs="+", default=["none", "pareto"], choices=["none", "pareto"],
+                        help="which arms to train (replay needs only none)")
     parser.add_argument("--train-size", type=int, default=None,
                         help="train on a fixed random subset of this many samples (the dataset's "
                              "train_size option); validation stays full")
@@ -103,22 +165,42 @@ def main() -> None:
           f"pareto(startup {args.startup_trials}, warmup {args.warmup_epochs}, margin {args.margin})")
     print(f"# torch {torch.__version__}, optuna {optuna.__version__}, {platform.processor() or 'cpu'}")
     print("seed | epochs none | epochs pareto | saved | pruned | HV none | HV pareto | HV ratio | "
-          "s none | s pareto")
-    saved, ratios = [], []
-    for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as tmp:
-            base = run_arm(args, bundle, "none", seed, Path(tmp))
-            pruned = run_arm(args, bundle, "pareto", seed, Path(tmp))
-        reference = (1.0, math.log10(1.1 * max(base.max_params, pruned.max_params)))
-        hv_base, hv_pruned = hypervolume(base.front, reference), hypervolume(pruned.front, reference)
-        saved.append(1.0 - pruned.epochs / base.epochs)
-        ratios.append(hv_pruned / hv_base)
-        print(f"{seed} | {base.epochs} | {pruned.epochs} | {saved[-1]:.1%} | {pruned.pruned} | "
-              f"{hv_base:.4f} | {hv_pruned:.4f} | {ratios[-1]:.4f} | {base.seconds:.0f} | "
-              f"{pruned.seconds:.0f}", flush=True)
-    print(f"mean ± std over {len(args.seeds)} seeds: epochs saved {mean_std(saved)}, "
-          f"hypervolume ratio (pareto / none) {mean_std(ratios)}")
-
+          "s none | s pareto" + (" | replay: epochs | saved | pruned | HV | HV ratio" if args.replay else ""))
+    saved, ratios, replay_saved, replay_ratios = [], [], [], []
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        workdir.mkdir(parents=True, exist_ok=True)
+        for seed in args.seeds:
+            base, study = run_arm(args, bundle, "none", seed, workdir)
+            arms = [run_arm(args, bundle, "pareto", seed, workdir)[0]] if "pareto" in args.arms else []
+            if args.replay:
+                arms.append(replay(study, pruning.ParetoPruner(("accuracy", "params"),
+                                                               pruner_settings(args))))
+            reference = (1.0, math.log10(1.1 * max(a.max_params for a in [base, *arms])))
+            hv_base = hypervolume(base.front, reference)
+            row = f"{seed} | {base.epochs}"
+            if "pareto" in args.arms:
+                real = arms[0]
+                saved.append(1.0 - real.epochs / base.epochs)
+                ratios.append(hypervolume(real.front, reference) / hv_base)
+                row += (f" | {real.epochs} | {saved[-1]:.1%} | {real.pruned} | {hv_base:.4f} | "
+                        f"{ratios[-1] * hv_base:.4f} | {ratios[-1]:.4f} | {base.seconds:.0f} | "
+                        f"{real.seconds:.0f}")
+            else:
+                row += f" | - | - | - | {hv_base:.4f} | - | - | {base.seconds:.0f} | -"
+            if args.replay:
+                offline = arms[-1]
+                replay_saved.append(1.0 - offline.epochs / base.epochs)
+                replay_ratios.append(hypervolume(offline.front, reference) / hv_base)
+                row += (f" | {offline.epochs} | {replay_saved[-1]:.1%} | {offline.pruned} | "
+                        f"{replay_ratios[-1] * hv_base:.4f} | {replay_ratios[-1]:.4f}")
+            print(row, flush=True)
+    if saved:
+        print(f"mean ± std over {len(args.seeds)} seeds: epochs saved {mean_std(saved)}, "
+              f"hypervolume ratio (pareto / none) {mean_std(ratios)}")
+    if replay_saved:
+        print(f"replay, mean ± std: epochs saved {mean_std(replay_saved)}, "
+              f"hypervolume ratio {mean_std(replay_ratios)}")
 
 if __name__ == "__main__":
     main()

@@ -1,3 +1,6 @@
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -16,6 +19,31 @@ def test_sqlite_storage_has_a_long_busy_timeout(tmp_path: Path) -> None:
     storage = open_storage(_url(tmp_path / "s.db"))
     assert isinstance(storage, optuna.storages.RDBStorage)
     assert storage.engine_kwargs["connect_args"]["timeout"] >= 60
+
+
+def test_sqlite_storage_commits_through_a_write_ahead_log(tmp_path: Path) -> None:
+    # WAL: a commit does not wait for the disk, and readers never block the writing worker
+    open_study(resolve({"study_name": "s"}), open_storage(_url(tmp_path / "s.db")))
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_checking_a_storage_file_keeps_this_process_s_sqlite_locks(tmp_path: Path) -> None:
+    """Opening the file again (as every command does) must not drop the locks of open connections.
+
+    A plain open()/close() of the file releases them all (POSIX); another process closing its
+    connection then believes it is the last one and deletes the write-ahead log under this one.
+    """
+    path = tmp_path / "s.db"
+    open_study(resolve({"study_name": "s"}), open_storage(_url(path)))
+    reader = sqlite3.connect(path)
+    reader.execute("SELECT count(*) FROM studies").fetchone()
+    open_storage(_url(path))  # the check every command makes
+    subprocess.run([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                    "c.execute('UPDATE studies SET study_name = study_name'); c.commit(); c.close()",
+                    str(path)], check=True, timeout=60)
+    assert Path(f"{path}-wal").exists()  # this process still holds the database: WAL kept
+    reader.close()
 
 
 @pytest.mark.parametrize("content", [b"\x00\x01garbage" * 100, b"id,name\n1,two\n"])
