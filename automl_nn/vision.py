@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import uuid
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -162,13 +163,19 @@ def _staged_root(vset: VisionSet, root: Path, files: dict[str, Path]) -> Path:
         if path.suffix == ".gz":
             _gunzip(path, dest)
         else:
-            dest.unlink(missing_ok=True)
-            dest.symlink_to(path.resolve())
+            link = _partial(dest)
+            link.symlink_to(path.resolve())
+            link.replace(dest)
     return staged
 
 
+def _partial(dest: Path) -> Path:
+    """A name of its own beside `dest`: two searches may stage the same set at once."""
+    return dest.with_name(f"{dest.name}.{uuid.uuid4().hex[:12]}.partial")
+
+
 def _gunzip(path: Path, dest: Path) -> None:
-    partial = dest.with_suffix(".partial")
+    partial = _partial(dest)
     try:
         with gzip.open(path, "rb") as src, partial.open("wb") as out:
             shutil.copyfileobj(src, out, length=1 << 20)

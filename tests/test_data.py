@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from automl_nn import config as cfg
-from automl_nn import data, synthetic
+from automl_nn import data, synthetic, vision
 from automl_nn.errors import ConfigError, DataError, UsageError
 from automl_nn.prepare import channel_stats
 from tests.conftest import run
@@ -73,6 +75,28 @@ def test_idx_files_load_through_torchvision(tmp_path: Path, layout: str, compres
     assert torch.equal(bundle.x_test[:, 0], torch.from_numpy(test_images))
     assert torch.equal(bundle.y_test, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]))
     assert data.listing(str(root))[1]["offline"] == "yes"
+
+
+def test_searches_staging_the_same_files_at_once_do_not_collide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two searches started together over the published .gz files each unpack them into the cache:
+    # here the other one finishes staging a file while this one is half-way through it.
+    root = tmp_path / "files"
+    arrays = write_mnist(root, compressed=True)
+    copy, others = shutil.copyfileobj, []
+
+    def copy_while_another_search_stages(source: Any, target: Any, length: int = 0) -> None:
+        if not others:
+            others.append(target.name)
+            dest = Path(target.name).parent / Path(target.name).name.split(".")[0]
+            vision._gunzip(root / f"{dest.name}.gz", dest)
+        copy(source, target, length)
+
+    monkeypatch.setattr(vision.shutil, "copyfileobj", copy_while_another_search_stages)
+    bundle = data.load("mnist", str(root))
+    assert others and torch.equal(bundle.y_test, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]))
+    assert not list((tmp_path / "cache").rglob("*.partial"))
 
 
 def test_missing_files_offline_fail_fast_naming_them(tmp_path: Path) -> None:
