@@ -14,9 +14,9 @@ import hashlib
 import logging
 import os
 import shutil
-import uuid
 import socket
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
