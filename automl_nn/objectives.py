@@ -23,7 +23,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from torch import nn
 
-from automl_nn import accel, metrics, predictions, pruning, space
+from automl_nn import accel, metrics, predictions, pruning, recovery, space
 from automl_nn.blocks import effective_widths, shrink
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle
@@ -125,8 +125,7 @@ class TrialRunner:
         seed = trial_seed(self.config.seed, original_number(trial))
         candidate = space.sample(trial, self.config.space, excluded_families=self.excluded,
                                  seed=seed)
-        trial.set_user_attr("candidate", candidate.to_dict())
-        trial.set_user_attr("seed", seed)
+        recovery.set_user_attrs(trial, {"candidate": candidate.to_dict(), "seed": seed})
         self.reporter.trial_started(trial.number, candidate)
         seed_everything(seed)
         model = build(candidate.arch, self.bundle.input_shape, self.bundle.n_outputs)
@@ -143,16 +142,15 @@ class TrialRunner:
         history = fit(model, self.bundle, candidate.train,
                       on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs, recorder),
                       runtime=runtime)
-        if candidate.arch.gated:
-            trial.set_user_attr("start_params", values["params"])  # before the cut
+        start_params = values["params"]  # before a gated network's cut
         done = finish(model, candidate, self.bundle, history, runtime)
         model, test = done.model, done.test
         values.update(done.values)  # train_time leaves out on_epoch (the recorder included)
+        # the static costs are stored already, unless the cut changed them
+        results: dict[str, Any] = {**done.values, **{f"test_{n}": v for n, v in test.scores.items()}}
         if candidate.arch.gated:
-            trial.set_user_attr("effective_widths", list(done.arch.widths))
-        _store(trial, done.values)  # the static costs are stored already, unless the cut changed them
-        for name, value in test.scores.items():
-            trial.set_user_attr(f"test_{name}", value)
+            results.update(start_params=start_params, effective_widths=list(done.arch.widths))
+        recovery.set_user_attrs(trial, results)
         objective = objective_values(self.config.objectives, values)
         if self.store is not None:
             save_weights(trial, model, self.store)
@@ -163,8 +161,7 @@ class TrialRunner:
     def _infeasible(self, trial: optuna.Trial, static: dict[str, float],
                     violations: list[str]) -> list[float]:
         """Close a candidate over a constraint without training it (it costs no epoch)."""
-        trial.set_user_attr("infeasible", "; ".join(violations))
-        trial.set_user_attr("epochs_trained", 0)
+        recovery.set_user_attrs(trial, {"infeasible": "; ".join(violations), "epochs_trained": 0})
         log.info("trial %d infeasible, not trained: %s", trial.number, "; ".join(violations))
         return pruning.infeasible_values(self.config.objectives, static, self.bundle.n_outputs)
 
@@ -174,8 +171,8 @@ class TrialRunner:
             recorder.record(result)
         # NaN (val_accuracy of a regression) is not valid JSON for the dashboard: leave it out.
         record = {k: v for k, v in result.to_dict().items() if math.isfinite(v)}
-        trial.set_user_attr(f"epoch{result.epoch}", record)
-        trial.set_user_attr("epochs_trained", result.epoch)
+        recovery.set_user_attrs(trial, {f"epoch{result.epoch}": record,
+                                        "epochs_trained": result.epoch})
         self.reporter.epoch_done(trial.number, result, epochs)
         reason = self.prune(trial, result.epoch, epochs)
         if reason is not None:
@@ -255,8 +252,7 @@ def finish(model: nn.Module, candidate: Candidate, bundle: DataBundle, history: 
 
 
 def _store(trial: optuna.Trial, values: dict[str, float]) -> None:
-    for name, value in values.items():
-        trial.set_user_attr(name, value)
+    recovery.set_user_attrs(trial, values)
 
 
 def objective_values(objectives: Sequence[str], values: dict[str, float]) -> list[float]:
@@ -291,8 +287,7 @@ def release_memory(device: torch.device) -> None:
 
 def mark_failed(trial: optuna.Trial, reason: str, message: str) -> None:
     """Record why a trial failed (`fail_reason`, `fail_message`) while it can still be written."""
-    trial.set_user_attr("fail_reason", reason)
-    trial.set_user_attr("fail_message", message[:2000])
+    recovery.set_user_attrs(trial, {"fail_reason": reason, "fail_message": message[:2000]})
     log.warning("trial %d failed (%s): %s", trial.number, reason, message.splitlines()[0])
 
 

@@ -23,6 +23,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
+from automl_nn import recovery
 from automl_nn.accel import PLAIN, Runtime
 from automl_nn.analysis import MISSING, Predictions, TrialInfo
 from automl_nn.data import DataBundle
@@ -96,8 +97,7 @@ def _upload(target: optuna.Trial | optuna.Study, arrays: dict[str, np.ndarray], 
 def save_predictions(trial: optuna.Trial, recorder: Recorder, store: FileSystemArtifactStore) -> None:
     """Upload the trial's predictions and record the artifact id and its SHA-256."""
     artifact_id, digest = _upload(trial, recorder.arrays(), f"trial{trial.number}-predictions.npz", store)
-    trial.set_user_attr(ARTIFACT_ATTR, artifact_id)
-    trial.set_user_attr(HASH_ATTR, digest)
+    recovery.set_user_attrs(trial, {ARTIFACT_ATTR: artifact_id, HASH_ATTR: digest})
 
 
 def save_labels(study: optuna.Study, bundle: DataBundle, store: FileSystemArtifactStore) -> None:

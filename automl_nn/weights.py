@@ -18,6 +18,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
+from automl_nn import recovery
 from automl_nn.accel import plain, plain_state
 from automl_nn.errors import StorageError
 
@@ -65,8 +66,7 @@ def save_weights(trial: optuna.Trial, model: nn.Module, store: FileSystemArtifac
         torch.save(state, path)
         artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
                                       mimetype="application/octet-stream")
-        trial.set_user_attr(ARTIFACT_ATTR, artifact_id)
-        trial.set_user_attr(HASH_ATTR, sha256_file(path))
+        recovery.set_user_attrs(trial, {ARTIFACT_ATTR: artifact_id, HASH_ATTR: sha256_file(path)})
 
 
 def fetch_weights(trial: FrozenTrial, store: FileSystemArtifactStore, dest: Path) -> Path:

@@ -11,6 +11,7 @@ import inspect
 
 import optuna
 from optuna.storages import RDBStorage
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import fail_stale_trials
 
 from automl_nn.recovery import TaggingRDBStorage
@@ -30,3 +31,14 @@ def test_study_and_trial_private_attributes_exist() -> None:
     frozen = study.trials[0]
     assert isinstance(study._storage, optuna.storages.BaseStorage)
     assert study._storage.get_trial(frozen._trial_id).number == frozen.number
+
+
+def test_batched_attribute_writes_use_surface_that_still_exists() -> None:
+    # recovery.set_user_attrs: RDBStorage._set_trial_attr_without_commit(session, model, id, key,
+    # value) inside one session, then the trial's cached copy, as Trial.set_user_attr updates it.
+    signature = inspect.signature(RDBStorage._set_trial_attr_without_commit)
+    assert list(signature.parameters) == ["self", "session", "model_cls", "trial_id", "key", "value"]
+    assert "self._cached_frozen_trial.user_attrs[key] = value" in inspect.getsource(
+        optuna.trial.Trial.set_user_attr)
+    source = inspect.getsource(_CachedStorage.set_trial_user_attr)
+    assert "self._backend.set_trial_user_attr(" in source  # a pass-through: no cache to update

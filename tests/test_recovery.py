@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
@@ -288,3 +289,32 @@ def test_a_heartbeat_that_cannot_be_written_is_logged_not_raised(
     study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
     assert any("record_heartbeat" in r.getMessage() and "next heartbeat tries again" in r.getMessage()
                for r in caplog.records if r.levelname == "ERROR")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_several_attributes_are_written_in_one_commit(kind: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'j.log'}"
+    study = open_study(CONFIG, open_storage(url))
+    trial = study.ask()
+    commits: list[object] = []
+    count = commits.append
+    if kind == "sqlite":
+        engine = study._storage._backend.engine
+        sqlalchemy.event.listen(engine, "commit", count)
+    attrs = {"epoch1": {"val_accuracy": 0.5, "seconds": 1.5}, "epochs_trained": 1, "params": 42}
+    recovery.set_user_attrs(trial, attrs)
+    if kind == "sqlite":
+        assert len(commits) == 1
+        sqlalchemy.event.remove(engine, "commit", count)
+    assert trial.user_attrs == attrs  # what later epochs (and the pruner) read back at once
+    study.tell(trial, 0.5)
+    assert study.trials[0].user_attrs == attrs
+
+
+def test_attributes_of_a_finished_trial_are_refused_whole(tmp_path: Path) -> None:
+    study = open_study(CONFIG, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    with pytest.raises(UpdateFinishedTrialError):
+        study._storage._backend.set_trial_user_attrs(trial._trial_id, {"a": 1, "b": 2})
+    assert study.trials[0].user_attrs == {}
