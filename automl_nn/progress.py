@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from automl_nn.pruning import is_infeasible
+from automl_nn.pruning import pareto_front
 from automl_nn.spec import Candidate
 from automl_nn.train import EpochResult
 
@@ -50,13 +50,13 @@ def _fmt(value: float) -> str:
 
 
 def best_text(study: optuna.Study) -> str:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not any(not is_infeasible(t) for t in complete):
+    best = pareto_front(study.get_trials(deepcopy=False), study.directions)
+    if not best:
         return "no complete trial yet"
     if len(study.directions) > 1:
-        return f"front: {len(study.best_trials)} trials"
+        return f"front: {len(best)} trials"
     name = (study.metric_names or ["value"])[0]
-    return f"best {name}={_fmt(study.best_value)}"
+    return f"best {name}={_fmt(best[0].values[0])}"
 
 
 def _counts(trial: FrozenTrial) -> bool:

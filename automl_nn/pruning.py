@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import optuna
+from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import metrics
@@ -81,6 +82,22 @@ def epoch_values(attrs: Mapping[str, Any], epoch: int) -> dict[str, float] | Non
 def is_infeasible(trial: FrozenTrial) -> bool:
     """True for a trial over a hard constraint (it was never trained)."""
     return any(value > 0 for value in trial.constraints.values())
+
+
+def pareto_front(trials: Sequence[FrozenTrial],
+                 directions: Sequence[optuna.study.StudyDirection]) -> list[FrozenTrial]:
+    """The feasible COMPLETE trials no other one dominates (for one objective: the best one).
+
+    What Optuna's `study.best_trials` / `best_trial` return, from trials already read: those
+    properties read and deep-copy every trial of the study on each call.
+    """
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and not is_infeasible(t)]
+    if not feasible:
+        return []
+    if len(directions) == 1:
+        sign = 1 if directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+        return [min(feasible, key=lambda t: (sign * t.values[0], t.number))]
+    return _get_pareto_front_trials_by_trials(feasible, directions)
 
 
 def planned_epochs(trial: FrozenTrial) -> int:

@@ -307,28 +307,27 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diffs or ["(stored config hash differs)"]
 
 
-def count_done(study: optuna.Study) -> int:
+def count_done(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> int:
     """Trials that count toward the target: COMPLETE and PRUNED ones that trained.
 
     Failed trials are re-run. Infeasible candidates (over a hard constraint) are not counted: they
-    cost no training, and `--trials` asks for that many trained candidates.
+    cost no training, and `--trials` asks for that many trained candidates. `trials`: a snapshot
+    of the study's trials already read, to spare a storage read.
     """
-    return sum(1 for t in study.get_trials(deepcopy=False, states=DONE_STATES)
-               if not pruning.is_infeasible(t))
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    return sum(1 for t in trials if t.state in DONE_STATES and not pruning.is_infeasible(t))
 
 
-def front(study: optuna.Study) -> list[FrozenTrial]:
+def front(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[FrozenTrial]:
     """The Pareto front (or the best trial of a single-objective study), by the first objective.
 
     Only COMPLETE, feasible trials qualify: pruned trials have no values and infeasible ones
-    violate a constraint (Optuna's best_trial(s) skip both).
+    violate a constraint (Optuna's best_trial(s) skip both). `trials`: as for `count_done`.
     """
-    if not any(not pruning.is_infeasible(t)
-               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
-        return []
-    trials = study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-    return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
+    best = pruning.pareto_front(trials, study.directions)
+    return sorted(best, key=lambda t: (sign * t.values[0], t.number))
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -389,10 +388,11 @@ class _Stopper:
         # A sibling may have died: journal leases, and on RDB storage the trials of processes gone
         # from this machine, are ours to check (Optuna checks RDB heartbeats before each trial).
         recovery.reap_stale(study, self.heartbeat)
+        trials = study.get_trials(deepcopy=False)  # one read for the checks below
         if self.front_store is not None and trial.state == TrialState.COMPLETE:
-            weights.drop_off_front(study, self.front_store, {t.number for t in front(study)})
+            weights.drop_off_front(trials, self.front_store, {t.number for t in front(study, trials)})
         self._track_infeasible(study, trial)
-        if count_done(study) >= self.target or not self.budget.more(study, trial):
+        if count_done(study, trials) >= self.target or not self.budget.more(study, trial):
             study.stop()
 
     def _track_infeasible(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -106,11 +107,12 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     return plain_state(state)  # a state dict saved from a compiled module loads too
 
 
-def drop_off_front(study: optuna.Study, store: FileSystemArtifactStore, front_numbers: set[int]) -> None:
+def drop_off_front(trials: Sequence[FrozenTrial], store: FileSystemArtifactStore,
+                   front_numbers: set[int]) -> None:
     """Remove the weights of complete trials that are no longer on the front (policy `pareto`)."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for trial in trials:
         artifact_id = trial.user_attrs.get(ARTIFACT_ATTR)
-        if artifact_id is None or trial.number in front_numbers:
+        if trial.state != TrialState.COMPLETE or artifact_id is None or trial.number in front_numbers:
             continue
         try:
             store.remove(artifact_id)

@@ -42,3 +42,11 @@ def test_batched_attribute_writes_use_surface_that_still_exists() -> None:
         optuna.trial.Trial.set_user_attr)
     source = inspect.getsource(_CachedStorage.set_trial_user_attr)
     assert "self._backend.set_trial_user_attr(" in source  # a pass-through: no cache to update
+
+
+def test_pareto_front_helper_still_exists() -> None:
+    # pruning.pareto_front: the helper study.best_trials itself uses, on trials already read
+    from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+
+    assert list(inspect.signature(_get_pareto_front_trials_by_trials).parameters) == [
+        "trials", "directions", "consider_constraint"]

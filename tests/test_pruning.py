@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -229,3 +230,22 @@ def test_a_candidate_over_a_constraint_costs_no_training_step(monkeypatch: pytes
         assert "accuracy" not in trial.user_attrs  # nothing trained, nothing claimed
     assert front(study) == [] and count_done(study) == 0
 
+
+
+@pytest.mark.parametrize("directions", [["maximize", "minimize"], ["minimize"]])
+def test_front_from_read_trials_is_optunas_best(directions: list[str]) -> None:
+    study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=3))
+    rng = np.random.default_rng(0)
+    for number in range(40):
+        trial = study.ask()
+        excess = float(rng.uniform(-1.0, 0.3))
+        trial.set_constraint("max_params", excess)
+        values = [float(v) for v in rng.integers(0, 6, len(directions))]  # ties on purpose
+        study.tell(trial, values if number % 7 else None,
+                   state=TrialState.COMPLETE if number % 7 else TrialState.PRUNED)
+    best = pruning.pareto_front(study.get_trials(deepcopy=False), study.directions)
+    if len(directions) > 1:
+        assert sorted(t.number for t in best) == sorted(t.number for t in study.best_trials)
+    else:
+        assert [t.values for t in best] == [study.best_trial.values]
+    assert not any(pruning.is_infeasible(t) for t in best)
