@@ -465,18 +465,19 @@ def _pid_alive(pid: int) -> bool:
 # ---- the reaper ----------------------------------------------------------------------------------
 
 
-def reap_stale(study: optuna.Study, settings: Heartbeat, retry: RetryStale | None = None) -> list[int]:
+def reap_stale(study: optuna.Study, settings: Heartbeat, retry: RetryStale | None = None,
+               trials: Sequence[FrozenTrial] | None = None) -> list[int]:
     """Fail the study's trials whose worker is gone and enqueue their retries; returns their numbers.
 
     Runs before a resumed search counts its trials, and between trials. Journal storage: the
     leases. RDB storage: trials whose process on this machine has ended, then Optuna's heartbeat
-    check for the rest.
+    check for the rest. `trials`: the study's trials, if just read.
     """
-    storage = study._storage
     retry = retry or RetryStale()
-    if isinstance(storage, JournalStorage):
-        return _reap_leases(study, settings.grace, retry)
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    if isinstance(study._storage, JournalStorage):
+        return _reap_leases(study, running, settings.grace, retry)
     gone = [t for t in running if holder_is_gone(t.system_attrs.get(LEASE_KEY))]
     reaped = [t.number for t in gone
               if _fail_stale(study, t, f"its process {t.system_attrs[LEASE_KEY]['pid']} ended", retry)]
@@ -485,12 +486,13 @@ def reap_stale(study: optuna.Study, settings: Heartbeat, retry: RetryStale | Non
             optuna.storages.fail_stale_trials(study)
     reaped_ids = {t._trial_id for t in gone}
     return [*reaped, *(t.number for t in running if t._trial_id not in reaped_ids
-                       and storage.get_trial(t._trial_id).state == TrialState.FAIL)]
+                       and study._storage.get_trial(t._trial_id).state == TrialState.FAIL)]
 
 
-def _reap_leases(study: optuna.Study, grace: float, retry: RetryStale) -> list[int]:
+def _reap_leases(study: optuna.Study, running: Sequence[FrozenTrial], grace: float,
+                 retry: RetryStale) -> list[int]:
     reaped = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in running:
         started = trial.datetime_start.timestamp() if trial.datetime_start else None
         if lease_is_dead(trial.system_attrs.get(LEASE_KEY), started, grace) and \
                 _fail_stale(study, trial, "its lease expired", retry):

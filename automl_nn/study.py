@@ -387,8 +387,9 @@ class _Stopper:
             return
         # A sibling may have died: journal leases, and on RDB storage the trials of processes gone
         # from this machine, are ours to check (Optuna checks RDB heartbeats before each trial).
-        recovery.reap_stale(study, self.heartbeat)
         trials = study.get_trials(deepcopy=False)  # one read for the checks below
+        if recovery.reap_stale(study, self.heartbeat, trials=trials):
+            trials = study.get_trials(deepcopy=False)
         if self.front_store is not None and trial.state == TrialState.COMPLETE:
             weights.drop_off_front(trials, self.front_store, {t.number for t in front(study, trials)})
         self._track_infeasible(study, trial)
