@@ -12,6 +12,9 @@ evaluation after fit, kept predictions and weights. Time inside nested stages co
 innermost one, so `fit` there excludes the storage writes its per-epoch hook makes.
 
     python -m benchmarks.bench_overhead [--trials 50] [--repeats 3] [--storage-dir DIR] [--code CHECKOUT]
+
+Further arguments go to the search and override the defaults above, e.g. tiny models on MNIST:
+`... -- --dataset "mnist?train_size=10000" --data-dir ../shared/data/mnist/raw --epochs 1`.
 """
 
 from __future__ import annotations
@@ -190,8 +193,9 @@ def main() -> None:
                         help="the checkout whose automl_nn runs (e.g. another branch, for a before/after)")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
+    rest = [a for a in rest if a != "--"]
     if args.child is not None:
-        child(args.child, [a for a in rest if a != "--"])
+        child(args.child, rest)
         return
     from benchmarks.common import machine
 
@@ -202,8 +206,8 @@ def main() -> None:
         wall, fit, n = plain_run(args.trials, args.storage_dir, rest, args.code.resolve())
         shares.append(1 - fit / wall)
         walls.append(wall)
-        print(f"wall {wall:.1f} s, in fit {fit:.1f} s over {n} trials, outside fit {shares[-1]:.1%}",
-              flush=True)
+        print(f"wall {wall:.1f} s, in fit {fit:.1f} s over {n} trials, outside fit {shares[-1]:.1%} "
+              f"({(wall - fit) / max(n, 1) * 1000:.0f} ms per trial)", flush=True)
     print(f"median over {args.repeats}: wall {statistics.median(walls):.1f} s, outside fit "
           f"{statistics.median(shares):.1%} (target <= 10%)")
     stages = profiled_run(args.trials, args.storage_dir, rest, args.code.resolve())
