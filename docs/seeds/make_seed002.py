@@ -119,10 +119,7 @@ def width(s: Studies, figs: dict[str, go.Figure]) -> None:
                                      line={"color": "#ff7f0e", "dash": "dash"}, name="network",
                                      showlegend=row == col == 1), row=row, col=col)
             titles.append(f"{fn}, {w} units, val MSE={p.metrics['mse']:.4f}")
-    for annotation, text in zip(fig.layout.annotations, titles, strict=True):
-        annotation.text = text
-    fig.update_layout(title="One hidden layer fitted to 50 points (first run of each width)",
-                      height=900)
+    _finish(fig, titles, "One hidden layer fitted to 50 points (first run of each width)", 900)
     figs["width-fits"] = fig
 
 
@@ -272,11 +269,15 @@ def imbalance(s: Studies, figs: dict[str, go.Figure]) -> None:
                                          "line": {"width": 0.5, "color": "white"}},
                                  showlegend=False), row=1, col=col)
         titles.append(f"{'with' if over else 'no'} oversampling: test acc {p.metrics['test_accuracy']:.3f}")
+    _finish(fig, titles, "Ratio 100:1: P(minority class) over the plane, balanced test points", 480)
+    figs["imbalance-boundary"] = fig
+
+
+def _finish(fig: go.Figure, titles: list[str], title: str, height: int) -> None:
+    """Subplot titles written after the traces (they quote results), then the figure's own."""
     for annotation, text in zip(fig.layout.annotations, titles, strict=True):
         annotation.text = text
-    fig.update_layout(title="Ratio 100:1: P(minority class) over the plane, balanced test points",
-                      height=480)
-    figs["imbalance-boundary"] = fig
+    fig.update_layout(title=title, height=height)
 
 
 def main(url: str) -> None:
