@@ -131,7 +131,7 @@ class TrialRunner:
         model = build(candidate.arch, self.bundle.input_shape, self.bundle.n_outputs)
         values = metrics.static_metrics(model, self.bundle.input_shape,
                                         static_signature(candidate))
-        _store(trial, values)
+        recovery.set_user_attrs(trial, values)
         violations = pruning.apply_constraints(trial, self.config.limits(), values)
         if violations:
             return self._infeasible(trial, values, violations)
@@ -249,10 +249,6 @@ def finish(model: nn.Module, candidate: Candidate, bundle: DataBundle, history: 
     values.update(trained_metrics(history, val))
     test = evaluate(model, seen, bundle.x_test, bundle.y_test, loss_fn, runtime)
     return Finished(model, arch, values, test)
-
-
-def _store(trial: optuna.Trial, values: dict[str, float]) -> None:
-    recovery.set_user_attrs(trial, values)
 
 
 def objective_values(objectives: Sequence[str], values: dict[str, float]) -> list[float]:

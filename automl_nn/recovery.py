@@ -115,7 +115,7 @@ class RetryStale(RetryHeartbeatStaleTrialCallback):
     """
 
     def __init__(self, max_retry: int = MAX_RETRY) -> None:
-        with _no_experimental_warnings():
+        with no_experimental_warnings():
             super().__init__(max_retry=max_retry)
         self.max_retry = max_retry
 
@@ -266,7 +266,7 @@ def rdb_storage(url: str) -> TaggingRDBStorage:
                                                                   "connect", _sqlite_wal):
         sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _sqlite_wal)
     beat = heartbeat_settings()
-    with _no_experimental_warnings():
+    with no_experimental_warnings():
         return TaggingRDBStorage(url, engine_kwargs=engine_kwargs(url),
                                  heartbeat_interval=beat.interval, grace_period=beat.grace,
                                  heartbeat_stale_trial_callback=RetryStale(max_retry=MAX_RETRY))
@@ -466,12 +466,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def reap_stale(study: optuna.Study, settings: Heartbeat, retry: RetryStale | None = None,
-               trials: Sequence[FrozenTrial] | None = None) -> list[int]:
+               trials: Sequence[FrozenTrial] | None = None, heartbeats: bool = True) -> list[int]:
     """Fail the study's trials whose worker is gone and enqueue their retries; returns their numbers.
 
     Runs before a resumed search counts its trials, and between trials. Journal storage: the
     leases. RDB storage: trials whose process on this machine has ended, then Optuna's heartbeat
-    check for the rest. `trials`: the study's trials, if just read.
+    check for the rest, unless `heartbeats` is False (between trials: optimize() makes that check
+    itself before each trial). `trials`: the study's trials, if just read.
     """
     retry = retry or RetryStale()
     trials = study.get_trials(deepcopy=False) if trials is None else trials
@@ -481,8 +482,8 @@ def reap_stale(study: optuna.Study, settings: Heartbeat, retry: RetryStale | Non
     gone = [t for t in running if holder_is_gone(t.system_attrs.get(LEASE_KEY))]
     reaped = [t.number for t in gone
               if _fail_stale(study, t, f"its process {t.system_attrs[LEASE_KEY]['pid']} ended", retry)]
-    if len(gone) < len(running):
-        with _no_experimental_warnings():
+    if heartbeats and len(gone) < len(running):
+        with no_experimental_warnings():
             optuna.storages.fail_stale_trials(study)
     reaped_ids = {t._trial_id for t in gone}
     return [*reaped, *(t.number for t in running if t._trial_id not in reaped_ids
@@ -514,7 +515,8 @@ def _fail_stale(study: optuna.Study, trial: FrozenTrial, why: str, retry: RetryS
 
 
 @contextlib.contextmanager
-def _no_experimental_warnings() -> Iterator[None]:
+def no_experimental_warnings() -> Iterator[None]:
+    """Heartbeats, stale-trial retries and metric names are "experimental" in Optuna; we rely on them."""
     import warnings
 
     with warnings.catch_warnings():

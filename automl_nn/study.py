@@ -12,7 +12,6 @@ import contextlib
 import logging
 import signal
 import sqlite3
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,14 +97,6 @@ def open_storage(url: str | None, *, must_exist: bool = False) -> BaseStorage:
 
 def is_sqlite(url: str | None) -> bool:
     return storage_url(url).startswith("sqlite")
-
-
-@contextlib.contextmanager
-def _no_experimental_warnings() -> Iterator[None]:
-    """Heartbeats, stale-trial retries and metric names are "experimental" in Optuna; we rely on them."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 def _check_sqlite_file(path: Path, must_exist: bool) -> None:
@@ -269,7 +260,7 @@ def _describe(study: optuna.Study, config: StudyConfig) -> None:
     In this order, a study whose creator died part way is always resumable: without an identity
     check_compatible accepts it, and a study with a config was described completely.
     """
-    with _no_experimental_warnings():
+    with recovery.no_experimental_warnings():
         study.set_metric_names(list(config.objectives))
     study.set_user_attr("config_hash", config.identity_hash())
     study.set_user_attr("identity", config.identity())
@@ -388,7 +379,7 @@ class _Stopper:
         # A sibling may have died: journal leases, and on RDB storage the trials of processes gone
         # from this machine, are ours to check (Optuna checks RDB heartbeats before each trial).
         trials = study.get_trials(deepcopy=False)  # one read for the checks below
-        if recovery.reap_stale(study, self.heartbeat, trials=trials):
+        if recovery.reap_stale(study, self.heartbeat, trials=trials, heartbeats=False):
             trials = study.get_trials(deepcopy=False)
         if self.front_store is not None and trial.state == TrialState.COMPLETE:
             weights.drop_off_front(trials, self.front_store, {t.number for t in front(study, trials)})
