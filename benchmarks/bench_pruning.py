@@ -29,7 +29,7 @@ import math
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class Arm:
     front: list[tuple[float, float]]  # (error, params)
     max_params: float
     seconds: float
+    missed: list[int] = field(default_factory=list)  # replay: pruned trials then on the front
 
 
 def pruner_settings(args: argparse.Namespace) -> PrunerConfig:
@@ -67,11 +68,12 @@ def pruner_settings(args: argparse.Namespace) -> PrunerConfig:
                         margin=args.margin)
 
 
-def arm_name(pruner: str, seed: int, settings: PrunerConfig) -> str:
+def arm_name(pruner: str, seed: int, settings: PrunerConfig, families: list[str]) -> str:
     """The study's name: the unpruned arm is shared by every pruner setting of a seed."""
+    space = "" if families == SPACE["family"] else "-" + "+".join(families)
     if pruner == "none":
-        return f"none-{seed}"
-    return (f"{pruner}-{seed}-s{settings.startup_trials}-w{settings.warmup_epochs}"
+        return f"none-{seed}{space}"
+    return (f"{pruner}-{seed}{space}-s{settings.startup_trials}-w{settings.warmup_epochs}"
             f"-m{settings.margin:g}")
 
 
@@ -79,12 +81,13 @@ def run_arm(args: argparse.Namespace, bundle: data.DataBundle, pruner: str, seed
             workdir: Path) -> tuple[Arm, optuna.Study]:
     raw: dict[str, Any] = {
         "dataset": args.dataset, "objectives": ["accuracy", "params"], "trials": args.trials,
-        "study_name": arm_name(pruner, seed, pruner_settings(args)),
+        "study_name": arm_name(pruner, seed, pruner_settings(args), args.families),
         "storage": f"sqlite:///{workdir / f'bench-{seed}.db'}",
         "sampler": args.sampler, "seed": seed, "data_dir": args.data_dir,
         "pruner": {"name": pruner, "startup_trials": args.startup_trials, "margin": args.margin,
                    "warmup_epochs": args.warmup_epochs},
-        "space": {**SPACE, "width": {**SPACE["width"], "high": args.max_width}, "epochs": args.epochs},
+        "space": {**SPACE, "family": args.families, "width": {**SPACE["width"], "high": args.max_width},
+                  "epochs": args.epochs},
     }
     config = cfg.resolve(raw)
     start = time.perf_counter()
@@ -106,12 +109,16 @@ def replay(study: optuna.Study, rule: pruning.ParetoPruner) -> Arm:
     """The pruner's decisions on an unpruned study's recorded curves, trial by trial in order.
 
     Each trial meets the trials before it as they would have been: those the replay pruned keep
-    their epochs up to the one they were pruned at, and count as PRUNED.
+    their epochs up to the one they were pruned at, and count as PRUNED. `missed` lists the pruned
+    trials whose final values would have put them on the front of the trials finished before
+    them: what the sampler loses when pruning is wrong at the time, even where the final front
+    is kept.
     """
     seen: list[FrozenTrial] = []
     epochs = pruned = 0
-    for trial in sorted(study.get_trials(deepcopy=False, states=pruning.FINISHED),
-                        key=lambda t: t.number):
+    missed: list[int] = []
+    truth = sorted(study.get_trials(deepcopy=False, states=pruning.FINISHED), key=lambda t: t.number)
+    for index, trial in enumerate(truth):
         planned = pruning.planned_epochs(trial)
         stop = next((k for k in range(rule.settings.warmup_epochs + 1, planned)
                      if (point := rule.point(trial.number, trial.user_attrs, k)) is not None
@@ -122,6 +129,9 @@ def replay(study: optuna.Study, rule: pruning.ParetoPruner) -> Arm:
             continue
         pruned += 1
         epochs += stop
+        then = pruning.pareto_front(truth[:index + 1], study.directions)
+        if trial.number in {t.number for t in then}:
+            missed.append(trial.number)
         attrs = {k: v for k, v in trial.user_attrs.items()
                  if not (k.startswith("epoch") and k[5:].isdigit() and int(k[5:]) > stop)}
         seen.append(optuna.trial.create_trial(state=TrialState.PRUNED, params=trial.params,
@@ -130,7 +140,8 @@ def replay(study: optuna.Study, rule: pruning.ParetoPruner) -> Arm:
     completed = [t for t in seen if t.state == TrialState.COMPLETE and not pruning.is_infeasible(t)]
     return Arm(epochs=epochs, planned=sum(pruning.planned_epochs(t) for t in seen), pruned=pruned,
                front=[(1.0 - t.values[0], t.values[1]) for t in completed],
-               max_params=max(float(t.user_attrs["params"]) for t in seen), seconds=0.0)
+               max_params=max(float(t.user_attrs["params"]) for t in seen), seconds=0.0,
+               missed=missed)
 
 
 def main() -> None:
@@ -145,6 +156,8 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=0)
     parser.add_argument("--margin", type=float, default=0.01)
     parser.add_argument("--max-width", type=int, default=128, help="upper end of the width range")
+    parser.add_argument("--families", nargs="+", default=SPACE["family"],
+                        help="layer families searched")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the studies here and resume them (default: a temporary folder)")
     parser.add_argument("--replay", action="store_true",
@@ -160,12 +173,14 @@ def main() -> None:
     if args.train_size is not None:
         args.dataset = f"{args.dataset}?train_size={args.train_size}"
     bundle = data.load(args.dataset, args.data_dir)
-    print(f"# {args.dataset}, {args.trials} trials x {args.epochs} epochs, width <= {args.max_width}, "
+    print(f"# {args.dataset}, {args.trials} trials x {args.epochs} epochs, {'/'.join(args.families)}, "
+          f"width <= {args.max_width}, "
           f"sampler {args.sampler}, "
           f"pareto(startup {args.startup_trials}, warmup {args.warmup_epochs}, margin {args.margin})")
     print(f"# torch {torch.__version__}, optuna {optuna.__version__}, {platform.processor() or 'cpu'}")
+    replay_columns = " | replay: epochs | saved | pruned | HV | HV ratio | missed"
     print("seed | epochs none | epochs pareto | saved | pruned | HV none | HV pareto | HV ratio | "
-          "s none | s pareto" + (" | replay: epochs | saved | pruned | HV | HV ratio" if args.replay else ""))
+          "s none | s pareto" + (replay_columns if args.replay else ""))
     saved, ratios, replay_saved, replay_ratios = [], [], [], []
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -193,7 +208,8 @@ def main() -> None:
                 replay_saved.append(1.0 - offline.epochs / base.epochs)
                 replay_ratios.append(hypervolume(offline.front, reference) / hv_base)
                 row += (f" | {offline.epochs} | {replay_saved[-1]:.1%} | {offline.pruned} | "
-                        f"{replay_ratios[-1] * hv_base:.4f} | {replay_ratios[-1]:.4f}")
+                        f"{replay_ratios[-1] * hv_base:.4f} | {replay_ratios[-1]:.4f} | "
+                        f"{' '.join(map(str, offline.missed)) or '-'}")
             print(row, flush=True)
     if saved:
         print(f"mean ± std over {len(args.seeds)} seeds: epochs saved {mean_std(saved)}, "
