@@ -231,19 +231,24 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
 
     Exactly what `trial.set_user_attr` for each would leave, the trial's own cached copy included.
     """
+    _store_user_attrs(trial.storage, trial._trial_id, attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)  # as Trial.set_user_attr does
+
+
+def _store_user_attrs(storage: BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """One transaction on our RDB storage (one commit, all or nothing); one write each elsewhere."""
     # A study wraps RDB storage in Optuna's _CachedStorage, which passes attribute writes through.
-    backend = getattr(trial.storage, "_backend", trial.storage)
+    backend = getattr(storage, "_backend", storage)
     if isinstance(backend, TaggingRDBStorage) and len(attrs) > 1:
-        backend.set_trial_user_attrs(trial._trial_id, attrs)
-        trial._cached_frozen_trial.user_attrs.update(attrs)  # as Trial.set_user_attr does
+        backend.set_trial_user_attrs(trial_id, attrs)
         return
     for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+        storage.set_trial_user_attr(trial_id, key, value)
 
 
 def _tag_stale(storage: BaseStorage, trial_id: int, why: str) -> None:
-    storage.set_trial_user_attr(trial_id, "fail_reason", STALE)
-    storage.set_trial_user_attr(trial_id, "fail_message", f"worker lost ({why}); trial retried")
+    _store_user_attrs(storage, trial_id, {"fail_reason": STALE,
+                                          "fail_message": f"worker lost ({why}); trial retried"})
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:

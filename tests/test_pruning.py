@@ -231,7 +231,6 @@ def test_a_candidate_over_a_constraint_costs_no_training_step(monkeypatch: pytes
     assert front(study) == [] and count_done(study) == 0
 
 
-
 @pytest.mark.parametrize("directions", [["maximize", "minimize"], ["minimize"]])
 def test_front_from_read_trials_is_optunas_best(directions: list[str]) -> None:
     study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=3))
