@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from automl_nn.blocks import FAMILIES
 from automl_nn.errors import ConfigError
+from automl_nn.nn.blocks import FAMILIES
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 CHANNELS_LAST_MODES = ("auto", "on", "off")

@@ -153,8 +153,10 @@ def search(
 ) -> None:
     """Search architectures and hyperparameters; re-running the same command resumes the study."""
     from automl_nn import config as cfg
-    from automl_nn import data, progress, study, summary
+    from automl_nn import progress, study
     from automl_nn import workers as parallel
+    from automl_nn.data import catalog as data
+    from automl_nn.results import summary
 
     raw = cfg.load_file(study_file) if study_file is not None else {}
     overrides = {
@@ -201,8 +203,9 @@ def worker(
     data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored here.")] = None,
 ) -> None:
     """Join a running study from any machine; its config is read from the storage (no YAML)."""
-    from automl_nn import progress, study, summary
+    from automl_nn import progress, study
     from automl_nn import workers as parallel
+    from automl_nn.results import summary
 
     _quiet_optuna()
     result = parallel.join_study(study_name, storage, device=device, workers=workers,
@@ -223,7 +226,8 @@ def pareto(
         "min-memory, min-latency, ... (knee: the best trade-off; see docs/architecture.md).")] = None,
 ) -> None:
     """Print the Pareto front (the best trial for single-objective studies), or the trial --pick names."""
-    from automl_nn import decide, study, summary
+    from automl_nn import study
+    from automl_nn.results import decide, summary
 
     loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
     if pick is None:
@@ -243,7 +247,8 @@ def pareto(
 def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
          storage: StorageOpt = None) -> None:
     """Summarize a study: objectives, trial states, best trials and range-edge warnings."""
-    from automl_nn import decide, study, summary
+    from automl_nn import study
+    from automl_nn.results import decide, summary
 
     loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
     info = summary.study_summary(loaded)
@@ -267,7 +272,8 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
 @handled
 def studies(storage: StorageOpt = None) -> None:
     """List the studies in a storage with their trial counts."""
-    from automl_nn import study, summary
+    from automl_nn import study
+    from automl_nn.results import summary
 
     rows = summary.studies_table(study.open_storage(storage, must_exist=True))
     if not rows:
@@ -287,7 +293,7 @@ def verify_cmd(
 ) -> None:
     """Check a storage file for damage: unreadable journal lines and a torn last record, or
     SQLite's integrity_check. Exit 0 sound (or repaired), 1 damaged, 2 bad input."""
-    from automl_nn import verify
+    from automl_nn.storage import verify
 
     verdict = verify.verify(storage, repair=repair)
     for line in verdict.lines:
@@ -323,8 +329,8 @@ def export(
     storage: StorageOpt = None,
 ) -> None:
     """Write model.py (plain PyTorch), weights, arch.json and meta.json for trials of a study."""
-    from automl_nn import export as exp
     from automl_nn import study
+    from automl_nn.results import export as exp
 
     if (trial is None) == (not pareto):
         raise UsageError("export: give exactly one of --trial N or --pareto.")
@@ -351,7 +357,7 @@ def train_cmd(
     data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored.")] = None,
 ) -> None:
     """Retrain an exported architecture and print the same metrics a trial records."""
-    from automl_nn import export as exp
+    from automl_nn.results import export as exp
 
     job = exp.retrain_job(source, dataset=dataset, epochs=epochs, seed=seed,
                           init_weights=init_weights)
@@ -381,8 +387,8 @@ def ablate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Vary one factor at a time from a baseline trial; learning curves per factor in one HTML page."""
-    from automl_nn import ablate as abl
     from automl_nn import study
+    from automl_nn.results import ablate as abl
 
     loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
     names = [f.strip() for f in factors.split(",") if f.strip()] if factors else None
@@ -420,7 +426,7 @@ def datasets(
     format: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
 ) -> None:
     """List the datasets that can be searched on: shape, size, task, and whether they are here."""
-    from automl_nn import data
+    from automl_nn.data import catalog as data
 
     _print_rows(data.listing(data_dir), format, title="datasets")
 
@@ -448,7 +454,8 @@ def analyze(
     storage: StorageOpt = None,
 ) -> None:
     """Answer seed 000's ten cross-trial questions for a classification study: HTML page and JSON."""
-    from automl_nn import analysis_page, study
+    from automl_nn import study
+    from automl_nn.results import analysis_page
 
     url = study.storage_url(storage)
     loaded = study.load_existing(study_name, study.open_storage(url, must_exist=True))
@@ -475,8 +482,8 @@ def report(
     """Write one self-contained HTML report (plotly inline, works offline) of a study."""
     import time
 
-    from automl_nn import report as report_mod
     from automl_nn import study
+    from automl_nn.results import report as report_mod
 
     started = time.perf_counter()
     loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
@@ -509,8 +516,9 @@ def plot(
     format: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
 ) -> None:
     """Mean and std of a metric against one factor, one line per value of others (grid studies)."""
-    from automl_nn import factors, study
-    from automl_nn import report as report_mod
+    from automl_nn import study
+    from automl_nn.results import plot as factors
+    from automl_nn.results import report as report_mod
 
     if out_path is not None and out_path.suffix not in (".html", ".png"):
         raise report_mod.ReportError(f"--out {out_path}: expected a .html or .png file name, but got "
@@ -540,8 +548,8 @@ def dashboard(
         "authentication (anyone who reaches it can read the studies).")] = False,
 ) -> None:
     """Serve optuna-dashboard for the storage (with its artifacts) until Ctrl-C."""
-    from automl_nn import dashboard as dash
     from automl_nn import study
+    from automl_nn.results import dashboard as dash
 
     dash.check_host(host, i_know_no_auth)  # before the slow storage open
     url = study.storage_url(storage)

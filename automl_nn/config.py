@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
-from automl_nn import accel, blocks, data, losses, metrics, optim
+from automl_nn import accel, metrics
+from automl_nn.data import catalog as data
 from automl_nn.errors import ConfigError, suggest
+from automl_nn.nn import blocks, losses, optim
 from automl_nn.registry import Registry
 
 Value = bool | int | float | str

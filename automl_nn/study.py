@@ -27,12 +27,15 @@ from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import accel, predictions, pruning, recovery, space, verify, weights
+from automl_nn import accel, pruning, space
+from automl_nn.analysis import predictions
 from automl_nn.config import ACCEL_KEYS, SMOKE_SUFFIX, StudyConfig
-from automl_nn.data import DataBundle, on_device
+from automl_nn.data.catalog import DataBundle, on_device
 from automl_nn.errors import ConfigError, StorageError, suggest
-from automl_nn.objectives import Reporter, TrialRunner, mark_failed
-from automl_nn.verify import journal_path
+from automl_nn.storage import artifacts as weights
+from automl_nn.storage import recovery, verify
+from automl_nn.storage.verify import journal_path
+from automl_nn.trial import Reporter, TrialRunner, mark_failed
 
 log = logging.getLogger(__name__)
 

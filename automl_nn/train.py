@@ -20,11 +20,11 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from automl_nn.accel import PLAIN, Runtime
-from automl_nn.blocks import gates, init_weights
-from automl_nn.data import DataBundle
+from automl_nn.data.catalog import DataBundle
 from automl_nn.errors import NonFiniteError
-from automl_nn.losses import LOSSES, LossFn, make_loss
-from automl_nn.optim import SCHEDULES, make_optimizer, make_schedule
+from automl_nn.nn.blocks import gates, init_weights
+from automl_nn.nn.losses import LOSSES, LossFn, make_loss
+from automl_nn.nn.optim import SCHEDULES, make_optimizer, make_schedule
 from automl_nn.spec import TrainSpec
 
 EVAL_BATCH = 2048  # large: evaluation holds no graph

@@ -33,10 +33,11 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from automl_nn import config as cfg
-from automl_nn import data, study
+from automl_nn import study
+from automl_nn.data import catalog as data
 from automl_nn.errors import ConfigError, StorageError, UsageError, WorkerFailure
-from automl_nn.objectives import Reporter
 from automl_nn.progress import LogReporter
+from automl_nn.trial import Reporter
 
 log = logging.getLogger(__name__)
 

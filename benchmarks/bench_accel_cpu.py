@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from automl_nn import data  # noqa: E402
 from automl_nn.accel import Runtime  # noqa: E402
+from automl_nn.data import catalog as data  # noqa: E402
 from benchmarks.bench_trainer import MODELS, our_loop  # noqa: E402
 
 VARIANTS = {

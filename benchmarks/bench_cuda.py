@@ -43,12 +43,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the benchmarks package and this tree's automl_nn
     sys.path.insert(0, str(ROOT))
 
-from automl_nn import accel, data, vision  # noqa: E402
+from automl_nn import accel  # noqa: E402
 from automl_nn.config import resolve  # noqa: E402
-from automl_nn.model import build  # noqa: E402
-from automl_nn.objectives import NullReporter  # noqa: E402
+from automl_nn.data import catalog as data  # noqa: E402
+from automl_nn.data import vision  # noqa: E402
+from automl_nn.nn.model import build  # noqa: E402
 from automl_nn.spec import Candidate  # noqa: E402
 from automl_nn.train import evaluate, fit, prepared, seed_everything  # noqa: E402
+from automl_nn.trial import NullReporter  # noqa: E402
 from benchmarks import bench_trainer  # noqa: E402
 
 SECTIONS = ("trainer", "per_device", "oom", "memory", "mnist99")

@@ -134,8 +134,12 @@ def instrument(stages: Stages) -> None:
     """Wrap the functions of each stage where the search looks them up."""
     import optuna
 
-    from automl_nn import data, metrics, objectives, predictions, space, study, weights
-    from automl_nn.recovery import TaggingRDBStorage
+    from automl_nn import metrics, space, study
+    from automl_nn import trial as objectives
+    from automl_nn.analysis import predictions
+    from automl_nn.data import catalog as data
+    from automl_nn.storage import artifacts as weights
+    from automl_nn.storage.recovery import TaggingRDBStorage
 
     _patch(stages, data, "load", "data load")
     _patch(stages, study, "open_storage", "storage")  # engine, tables, version check
@@ -166,7 +170,7 @@ def child(out: Path, argv: list[str]) -> None:
     # torch imports its compiler stack on the first optimizer step (or FLOP count) of any process
     import torch._dynamo  # noqa: F401
 
-    from automl_nn import cli, config, data, progress, study, summary, workers  # noqa: F401
+    from automl_nn import cli, config, progress, study, workers  # noqa: F401
 
     stages = Stages()
     stages.seconds["imports"] = time.perf_counter() - start

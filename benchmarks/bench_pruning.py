@@ -38,10 +38,11 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import config as cfg
-from automl_nn import data, pruning
+from automl_nn import pruning
 from automl_nn.config import PrunerConfig
-from automl_nn.objectives import NullReporter
+from automl_nn.data import catalog as data
 from automl_nn.study import front, run_search
+from automl_nn.trial import NullReporter
 from benchmarks.common import hypervolume, mean_std
 
 SPACE: dict[str, Any] = {"family": ["linear", "conv2d"], "depth": {"low": 1, "high": 3},

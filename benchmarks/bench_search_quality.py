@@ -33,8 +33,9 @@ import optuna
 import torch
 
 from automl_nn import config as cfg
-from automl_nn import data, study
-from automl_nn.objectives import NullReporter
+from automl_nn import study
+from automl_nn.data import catalog as data
+from automl_nn.trial import NullReporter
 from benchmarks.common import hypervolume, machine, mean_std
 
 # Per dataset, a space whose 720 trials (3 samplers x 3 seeds x 80) fit in minutes on 2 CPU cores.

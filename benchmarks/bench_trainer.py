@@ -22,8 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from automl_nn import data, vision
 from automl_nn.accel import PLAIN, Runtime
+from automl_nn.data import catalog as data
+from automl_nn.data import vision
 from automl_nn.spec import TrainSpec
 from automl_nn.train import fit
 

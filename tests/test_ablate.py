@@ -8,8 +8,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from typer.testing import CliRunner
 
-from automl_nn.ablate import applying, candidate_of, factor_values, variant_params
 from automl_nn.config import resolve
+from automl_nn.results.ablate import applying, candidate_of, factor_values, variant_params
 from tests.conftest import run
 
 STUDY = ("dataset: digits\nobjectives: [accuracy]\ntrials: 2\nstudy_name: ab\nseed: 0\n"

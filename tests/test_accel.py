@@ -17,13 +17,15 @@ import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from automl_nn import accel, data, weights, workers
+from automl_nn import accel, workers
 from automl_nn.accel import AccelConfig, Runtime
-from automl_nn.data import load
+from automl_nn.data import catalog as data
+from automl_nn.data.catalog import load
 from automl_nn.errors import ConfigError
-from automl_nn.export import load_exported, train_candidate
-from automl_nn.model import build
+from automl_nn.nn.model import build
+from automl_nn.results.export import load_exported, train_candidate
 from automl_nn.spec import ArchSpec, Candidate, TrainSpec
+from automl_nn.storage import artifacts as weights
 from automl_nn.train import evaluate, fit, seed_everything
 from benchmarks import bench_cuda
 from tests.conftest import TINY, run

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from automl_nn import analysis as an
+from automl_nn.analysis import questions as an
 
 # 3 trials x 6 samples, 3 classes. Samples 0, 1 and 3 are easy (every trial right); sample 2 is
 # weird (every trial answers 0, label 2); sample 4 is confusing (answers 0, 1, 2: no majority).

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from automl_nn import analysis, analysis_page
+from automl_nn.analysis import questions as analysis
+from automl_nn.results import analysis_page
 from tests.browser import browser_context
 from tests.test_analysis import _predictions, _trials
 

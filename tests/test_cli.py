@@ -186,14 +186,14 @@ def test_ctrl_c_closes_the_running_trial_and_resume_finishes(
             raise KeyboardInterrupt
         return real_fit(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("automl_nn.objectives.fit", interrupted_fit)
+    monkeypatch.setattr("automl_nn.trial.fit", interrupted_fit)
     code, output = run(cli, "search", *TINY, "--trials", "3", "--study-name", "ctrlc")
     assert code == 130, output
     states = [t.state for t in _trials("ctrlc")]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
     assert _trials("ctrlc")[1].user_attrs["fail_reason"] == "interrupted"
 
-    monkeypatch.setattr("automl_nn.objectives.fit", real_fit)
+    monkeypatch.setattr("automl_nn.trial.fit", real_fit)
     code, output = run(cli, "search", *TINY, "--trials", "3", "--study-name", "ctrlc")
     assert code == 0, output
     trials = _trials("ctrlc")

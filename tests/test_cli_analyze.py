@@ -11,8 +11,8 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from typer.testing import CliRunner
 
-from automl_nn import predictions
-from automl_nn.data import load
+from automl_nn.analysis import predictions
+from automl_nn.data.catalog import load
 from tests.conftest import run
 
 SEARCH = ["search", "--dataset", "digits", "--epochs", "2", "--width", "8", "--depth", "1",

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from automl_nn.config import Choice, Fixed, Range, check_against_data, load_file, resolve
-from automl_nn.data import load
+from automl_nn.data.catalog import load
 from automl_nn.errors import ConfigError
 
 

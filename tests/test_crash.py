@@ -18,8 +18,8 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import recovery
 from automl_nn.config import resolve
+from automl_nn.storage import recovery
 from automl_nn.study import open_storage, open_study
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from typer.testing import CliRunner
 
-from automl_nn import dashboard, study
+from automl_nn import study
+from automl_nn.results import dashboard
 from tests.browser import browser_context, is_real_png
 from tests.conftest import run
 from tests.fake_study import make_study

@@ -18,9 +18,10 @@ import torch
 from typer.testing import CliRunner
 
 from automl_nn import config as cfg
-from automl_nn import data, synthetic, vision
+from automl_nn.data import catalog as data
+from automl_nn.data import synthetic, vision
+from automl_nn.data.prepare import channel_stats
 from automl_nn.errors import ConfigError, DataError, UsageError
-from automl_nn.prepare import channel_stats
 from tests.conftest import run
 
 

@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from automl_nn import decide
+from automl_nn.results import decide
 from tests.fake_study import make_study
 
 

@@ -13,9 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from automl_nn import load_exported
-from automl_nn.blocks import FAMILIES
 from automl_nn.errors import StorageError
-from automl_nn.export import read_arch, train_candidate
+from automl_nn.nn.blocks import FAMILIES
+from automl_nn.results.export import read_arch, train_candidate
 from automl_nn.spec import Candidate
 from tests.conftest import run
 
@@ -111,7 +111,7 @@ def test_a_planted_pickle_never_runs(cli: CliRunner, monkeypatch: pytest.MonkeyP
     # the attacker controls both files: the weights and the recorded hash
     Path("ex/weights.pt").write_bytes(pickle.dumps({"w": _Planted()}))
     meta = json.loads(Path("ex/meta.json").read_text())
-    from automl_nn.weights import sha256_file
+    from automl_nn.storage.artifacts import sha256_file
 
     meta["weights_sha256"] = sha256_file(Path("ex/weights.pt"))
     Path("ex/meta.json").write_text(json.dumps(meta))

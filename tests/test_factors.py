@@ -10,8 +10,8 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from automl_nn import factors
-from automl_nn.report import Point, point_of
+from automl_nn.results import plot as factors
+from automl_nn.results.report import Point, point_of
 from tests.conftest import run
 
 

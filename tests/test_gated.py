@@ -10,17 +10,17 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from automl_nn import data
-from automl_nn.blocks import Gate, effective_widths, gates, shrink
 from automl_nn.config import resolve
+from automl_nn.data import catalog as data
 from automl_nn.errors import ConfigError
-from automl_nn.export import import_source
 from automl_nn.metrics import count_params
-from automl_nn.model import build
-from automl_nn.objectives import finish
+from automl_nn.nn.blocks import Gate, effective_widths, gates, shrink
+from automl_nn.nn.model import build
+from automl_nn.results.export import import_source
 from automl_nn.space import sample
 from automl_nn.spec import ArchSpec, TrainSpec
 from automl_nn.train import fit, gate_optimizer, gate_penalty, seed_everything
+from automl_nn.trial import finish
 from tests.conftest import file_hash, run
 
 ARCH = ArchSpec(family="linear", depth=2, widths=(12, 12), activation="sigmoid", batch_norm=True,

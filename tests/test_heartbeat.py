@@ -20,7 +20,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from automl_nn import recovery
+from automl_nn.storage import recovery
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ import time
 
 import optuna
 
-from automl_nn import recovery
+from automl_nn.storage import recovery
 
 url, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 optuna.logging.set_verbosity(optuna.logging.ERROR)

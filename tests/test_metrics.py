@@ -9,7 +9,7 @@ from automl_nn.metrics import (
     count_params,
     static_metrics,
 )
-from automl_nn.model import build
+from automl_nn.nn.model import build
 from automl_nn.spec import ArchSpec
 
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from automl_nn.blocks import ACTIVATIONS, FAMILIES, BasicBlock, Reshape
 from automl_nn.errors import ConfigError
-from automl_nn.model import build
+from automl_nn.nn.blocks import ACTIVATIONS, FAMILIES, BasicBlock, Reshape
+from automl_nn.nn.model import build
 from automl_nn.spec import ArchSpec
 
 IMAGE = (1, 8, 8)

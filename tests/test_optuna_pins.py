@@ -14,7 +14,7 @@ from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import fail_stale_trials
 
-from automl_nn.recovery import TaggingRDBStorage
+from automl_nn.storage.recovery import TaggingRDBStorage
 
 
 def test_stale_trial_hook_is_still_called_by_fail_stale_trials() -> None:

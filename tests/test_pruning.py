@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 from automl_nn import pruning
 from automl_nn.config import PrunerConfig, resolve
 from automl_nn.errors import ConfigError
+from automl_nn.results.summary import pruning_summary
 from automl_nn.study import count_done, front, open_storage, open_study
-from automl_nn.summary import pruning_summary
 
 MO = ["maximize", "minimize"]  # accuracy, params
 
@@ -208,8 +208,8 @@ def test_constraints_from_either_form_are_part_of_the_study_identity() -> None:
 def test_a_candidate_over_a_constraint_costs_no_training_step(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from automl_nn import objectives
-    from automl_nn.data import load
+    from automl_nn import trial as objectives
+    from automl_nn.data.catalog import load
 
     def no_training(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("an infeasible candidate was trained")

@@ -16,9 +16,9 @@ from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from automl_nn import recovery
 from automl_nn.config import resolve
 from automl_nn.errors import StorageUnavailable
+from automl_nn.storage import recovery
 from automl_nn.study import open_storage, open_study
 
 CONFIG = resolve({"study_name": "r", "objectives": ["accuracy"]})

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 import pytest
 
-from automl_nn import report
+from automl_nn.results import report
 from tests.browser import browser_context, is_real_png
 from tests.fake_study import DISTRIBUTIONS, make_study
 

@@ -28,7 +28,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
-from automl_nn import recovery
+from automl_nn.storage import recovery
 from automl_nn.study import open_storage
 from tests.conftest import run
 
@@ -81,7 +81,7 @@ if mode == "state":
     RDBStorage.set_trial_state_values = set_trial_state_values
 
 if mode == "append":
-    from automl_nn.verify import SafeJournalFileBackend
+    from automl_nn.storage.verify import SafeJournalFileBackend
 
     original_append = SafeJournalFileBackend.append_logs
 

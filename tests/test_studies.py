@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from automl_nn.config import SMOKE_SUFFIX, load_file, resolve
-from automl_nn.data import DATASETS, load, shrink
+from automl_nn.data.catalog import DATASETS, load, shrink
 from tests.conftest import run
 
 FILES = sorted(Path(__file__).parent.parent.joinpath("studies").glob("*.yaml"))

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from automl_nn.blocks import ACTIVATIONS, INITIALIZERS, init_weights
-from automl_nn.data import DataBundle, bundle_from_arrays, load, split_indices
+from automl_nn.data.catalog import DataBundle, bundle_from_arrays, load, split_indices
 from automl_nn.errors import NonFiniteError
-from automl_nn.losses import LOSSES
-from automl_nn.model import build
-from automl_nn.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from automl_nn.nn.blocks import ACTIVATIONS, INITIALIZERS, init_weights
+from automl_nn.nn.losses import LOSSES
+from automl_nn.nn.model import build
+from automl_nn.nn.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from automl_nn.spec import ArchSpec, TrainSpec
 from automl_nn.train import evaluate, fit, prepared, seed_everything, weight_penalty
 

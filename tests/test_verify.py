@@ -1,6 +1,6 @@
 """`automl-nn verify` and damaged storage files: torn journal records, corrupt lines, SQLite.
 
-What Optuna 5.0 does with a damaged journal (see automl_nn/verify.py): a torn last record is
+What Optuna 5.0 does with a damaged journal (see automl_nn/storage/verify.py): a torn last record is
 skipped (the trial it would have finished stays RUNNING), but its next append merges with the torn
 line and is lost; a corrupt line in the middle stops every read. The tool heals a torn tail before
 appending, refuses a journal with corrupt lines naming them, and `verify --repair` drops them after
@@ -22,7 +22,7 @@ from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from automl_nn import recovery, verify
+from automl_nn.storage import recovery, verify
 from automl_nn.study import open_storage
 from tests.conftest import file_hash, run
 

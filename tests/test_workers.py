@@ -13,8 +13,8 @@ from automl_nn import study as study_mod
 from automl_nn import workers
 from automl_nn.config import resolve
 from automl_nn.errors import ConfigError, StorageError
-from automl_nn.objectives import is_out_of_memory
 from automl_nn.study import open_storage, open_study
+from automl_nn.trial import is_out_of_memory
 from tests.conftest import TINY, run
 
 
@@ -126,7 +126,7 @@ def test_oom_trial_is_recorded_and_the_next_trial_runs(
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_fit(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("automl_nn.objectives.fit", fit_that_runs_out)
+    monkeypatch.setattr("automl_nn.trial.fit", fit_that_runs_out)
     code, output = run(cli, "search", *TINY, "--trials", "2", "--study-name", "oom")
     assert code == 0, output
     trials = optuna.load_study(study_name="oom", storage="sqlite:///automl-nn.db").trials

@@ -28,7 +28,7 @@ import optuna
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from automl_nn import ablate, analysis_page, report
+from automl_nn.results import ablate, analysis_page, report
 
 
 def sparsifier_figure(studies: list[optuna.Study]) -> go.Figure:

@@ -23,11 +23,13 @@ import plotly.io as pio
 import torch
 from plotly.subplots import make_subplots
 
-from automl_nn import data, factors, weights
-from automl_nn.blocks import activation
-from automl_nn.model import build
-from automl_nn.report import Point, collect_points
+from automl_nn.data import catalog as data
+from automl_nn.nn.blocks import activation
+from automl_nn.nn.model import build
+from automl_nn.results import plot as factors
+from automl_nn.results.report import Point, collect_points
 from automl_nn.spec import Candidate
+from automl_nn.storage import artifacts as weights
 from automl_nn.train import prepared
 
 IMG = Path(__file__).parent / "img"

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from automl_nn import data
-from automl_nn.blocks import gates
 from automl_nn.config import RULES
-from automl_nn.model import build
+from automl_nn.data import catalog as data
+from automl_nn.nn.blocks import gates
+from automl_nn.nn.model import build
 from automl_nn.spec import ArchSpec, TrainSpec
 from automl_nn.train import fit, seed_everything
 

@@ -36,11 +36,12 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from automl_nn import decide, report, space
+from automl_nn import space
 from automl_nn.accel import AccelConfig
 from automl_nn.config import RULES, Choice, Range, SpaceConfig, parse_space
 from automl_nn.errors import TrialFailure, UsageError, suggest
-from automl_nn.export import train_candidate
+from automl_nn.results import decide, report
+from automl_nn.results.export import train_candidate
 from automl_nn.spec import Candidate
 
 log = logging.getLogger(__name__)

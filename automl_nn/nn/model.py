@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from automl_nn.blocks import ACTIVATIONS, DROPOUT_PLACES, FAMILIES, POOLS, Shape
 from automl_nn.errors import ConfigError, suggest
+from automl_nn.nn.blocks import ACTIVATIONS, DROPOUT_PLACES, FAMILIES, POOLS, Shape
 from automl_nn.spec import ArchSpec
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from automl_nn.arrays import RawData
+from automl_nn.data.arrays import RawData
 from automl_nn.errors import DataError
 
 EXTENSIONS = (".npz", ".csv")

@@ -30,8 +30,9 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from automl_nn import decide, metrics, pruning, summary
+from automl_nn import metrics, pruning
 from automl_nn.errors import UsageError
+from automl_nn.results import decide, summary
 from automl_nn.study import front, objective_names
 
 log = logging.getLogger(__name__)

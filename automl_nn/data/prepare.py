@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from automl_nn.arrays import RawData
+from automl_nn.data.arrays import RawData
 from automl_nn.errors import DataError
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so `automl-nn datasets` stays fast

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from automl_nn.arrays import RawData
+from automl_nn.data.arrays import RawData
 
 DUMMY_SCALE = 0.01  # dummy dimensions carry almost no variance (seed 002, PCA experiment)
 

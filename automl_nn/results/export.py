@@ -23,14 +23,15 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from automl_nn import __version__, accel, metrics, weights
-from automl_nn.data import load as load_dataset
-from automl_nn.data import on_device
+from automl_nn import __version__, accel, metrics
+from automl_nn.data.catalog import load as load_dataset
+from automl_nn.data.catalog import on_device
 from automl_nn.errors import StorageError, UsageError
-from automl_nn.model import build
-from automl_nn.objectives import attrs_of, finish, static_signature
+from automl_nn.nn.model import build
 from automl_nn.spec import ArchSpec, Candidate, TrainSpec
+from automl_nn.storage import artifacts as weights
 from automl_nn.train import EpochResult, fit, seed_everything
+from automl_nn.trial import attrs_of, finish, static_signature
 
 DATA_ATTR = "data"  # study user attribute written by the search: DataBundle.describe()
 

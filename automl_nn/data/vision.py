@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from automl_nn.arrays import RawData
+from automl_nn.data.arrays import RawData
 from automl_nn.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -23,13 +23,13 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from automl_nn import recovery
 from automl_nn.accel import PLAIN, Runtime
-from automl_nn.analysis import MISSING, Predictions, TrialInfo
-from automl_nn.data import DataBundle
+from automl_nn.analysis.questions import MISSING, Predictions, TrialInfo
+from automl_nn.data.catalog import DataBundle
 from automl_nn.errors import StorageError
+from automl_nn.storage import recovery
+from automl_nn.storage.artifacts import sha256_file
 from automl_nn.train import EpochResult, Evaluation, evaluate
-from automl_nn.weights import sha256_file
 
 log = logging.getLogger(__name__)
 

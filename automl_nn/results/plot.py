@@ -25,7 +25,7 @@ import plotly.colors
 import plotly.graph_objects as go
 
 from automl_nn.errors import UsageError
-from automl_nn.report import Point, page, write_images
+from automl_nn.results.report import Point, page, write_images
 
 EPOCH = "epoch"  # as x: per-epoch values of the trials' learning curves
 LOG_SPAN = 20.0  # numeric x values spanning this factor or more get a log axis

@@ -23,16 +23,18 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from torch import nn
 
-from automl_nn import accel, metrics, predictions, pruning, recovery, space
-from automl_nn.blocks import effective_widths, shrink
+from automl_nn import accel, metrics, pruning, space
+from automl_nn.analysis import predictions
 from automl_nn.config import StudyConfig
-from automl_nn.data import DataBundle
+from automl_nn.data.catalog import DataBundle
 from automl_nn.errors import NonFiniteError, TrialFailure, UsageError
-from automl_nn.losses import make_loss
-from automl_nn.model import applicable_families, build
+from automl_nn.nn.blocks import effective_widths, shrink
+from automl_nn.nn.losses import make_loss
+from automl_nn.nn.model import applicable_families, build
 from automl_nn.spec import ArchSpec, Candidate
+from automl_nn.storage import recovery
+from automl_nn.storage.artifacts import save_weights
 from automl_nn.train import EpochResult, Evaluation, History, evaluate, fit, prepared, seed_everything
-from automl_nn.weights import save_weights
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from automl_nn.analysis import COSTS, ENSEMBLE_COSTS
+from automl_nn.analysis.questions import COSTS, ENSEMBLE_COSTS
 from automl_nn.errors import UsageError
 
 GRID_LIMIT = 32  # images in question 8's grid (weird ones first)
@@ -405,7 +405,9 @@ def analyze_study(study: Any, storage_url: str, split: str, out_dir: Path,
     """Answer the questions for a study and write the page and the JSON; returns their paths."""
     from optuna.artifacts import FileSystemArtifactStore
 
-    from automl_nn import analysis, predictions, weights
+    from automl_nn.analysis import predictions
+    from automl_nn.analysis import questions as analysis
+    from automl_nn.storage import artifacts as weights
 
     data = check_classification(study)
     folder = weights.artifact_dir(storage_url)
@@ -445,7 +447,7 @@ def sample_images(answers: dict[str, Any], labels: np.ndarray, split: str, data_
     The splits are deterministic (data.SPLIT_SEED); the labels are checked against the stored ones
     before any image is shown under them.
     """
-    from automl_nn import data
+    from automl_nn.data import catalog as data
 
     q8 = answers["q8_samples"]
     wanted = [r["index"] for r in q8["weird_samples"] + q8["confusing_samples"]][:GRID_LIMIT]

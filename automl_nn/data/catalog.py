@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from automl_nn import files, synthetic, vision
-from automl_nn.arrays import RawData
+from automl_nn.data import files, synthetic, vision
+from automl_nn.data.arrays import RawData
+from automl_nn.data.prepare import SPLIT_SEED as SPLIT_SEED
+from automl_nn.data.prepare import TASKS, Preprocess, build
+from automl_nn.data.prepare import DataBundle as DataBundle
+from automl_nn.data.prepare import bundle_from_arrays as bundle_from_arrays
+from automl_nn.data.prepare import channel_stats as channel_stats
+from automl_nn.data.prepare import split_indices as split_indices
 from automl_nn.errors import ConfigError, suggest
-from automl_nn.prepare import SPLIT_SEED as SPLIT_SEED
-from automl_nn.prepare import TASKS, Preprocess, build
-from automl_nn.prepare import DataBundle as DataBundle
-from automl_nn.prepare import bundle_from_arrays as bundle_from_arrays
-from automl_nn.prepare import channel_stats as channel_stats
-from automl_nn.prepare import split_indices as split_indices
 from automl_nn.registry import Registry
 
 Shape = tuple[int, ...]

@@ -19,9 +19,9 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from automl_nn import recovery
 from automl_nn.accel import plain, plain_state
 from automl_nn.errors import StorageError
+from automl_nn.storage import recovery
 
 log = logging.getLogger(__name__)
 
