@@ -20,22 +20,12 @@ import torch
 from torch import nn
 
 from automl_nn.errors import ConfigError
-from automl_nn.nn.blocks import FAMILIES
+from automl_nn.spec import AccelConfig as AccelConfig
+from automl_nn.vocab import FAMILIES
 
-AMP_MODES = ("auto", "off", "bf16", "fp16")
-CHANNELS_LAST_MODES = ("auto", "on", "off")
 COMPILED_PREFIX = "_orig_mod."  # what torch.compile puts in front of every state-dict key
 _MEMORY_FORMATS = {2: torch.channels_last, 3: torch.channels_last_3d}  # by conv dims
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class AccelConfig:
-    """The acceleration options a study runs with (study file keys / `search` flags)."""
-
-    amp: str = "auto"  # auto, off, bf16 or fp16 (fp16 scales the loss with torch.amp.GradScaler)
-    channels_last: str = "auto"  # auto, on or off; applies to 2-d/3-d convolutional families only
-    compile: bool = False  # torch.compile the model: pays off only for long trials, hence off
 
 
 @dataclass(frozen=True)
@@ -136,7 +126,7 @@ def memory_format(mode: str, device: torch.device, family: str) -> torch.memory_
     return _MEMORY_FORMATS[dims]
 
 
-def resolve(config: AccelConfig, device: torch.device, family: str) -> Runtime:
+def runtime_for(config: AccelConfig, device: torch.device, family: str) -> Runtime:
     """The Runtime of one trial of `family` on `device`."""
     return Runtime(device.type, amp_dtype(config.amp, device),
                    memory_format(config.channels_last, device, family), config.compile)

@@ -153,10 +153,11 @@ def search(
 ) -> None:
     """Search architectures and hyperparameters; re-running the same command resumes the study."""
     from automl_nn import config as cfg
-    from automl_nn import progress, study
+    from automl_nn import progress, search
     from automl_nn import workers as parallel
     from automl_nn.data import catalog as data
     from automl_nn.results import summary
+    from automl_nn.storage import backends
 
     raw = cfg.load_file(study_file) if study_file is not None else {}
     overrides = {
@@ -176,10 +177,10 @@ def search(
     bundle = data.load(config.dataset, config.data_dir)
     if smoke:  # one process: worker processes would load the full data set
         config, slots = cfg.smoke(config), slots[:1]
-        bundle = data.shrink(bundle, cfg.SMOKE_SAMPLES)
+        bundle = data.subsample(bundle, cfg.SMOKE_SAMPLES)
     config = cfg.for_data(config, bundle)
     if smoke:
-        study.delete_smoke_study(config.study_name, config.storage)
+        backends.delete_smoke_study(config.study_name, config.storage)
     _quiet_optuna()
     for warning in parallel.storage_warnings(config.storage, len(slots)):
         err.print(Text("warning: ", style="yellow") + Text(warning), highlight=False)
@@ -187,7 +188,7 @@ def search(
         err.print(f"{len(slots)} workers on {slots[0].device}, {slots[0].threads} torch thread(s) each")
         result = parallel.run_parallel(config, slots)
     else:
-        result = study.run_search(config, bundle, progress.make_reporter(err), slots[0].device)
+        result = search.run_search(config, bundle, progress.make_reporter(err), slots[0].device)
     _print_rows(summary.front_rows(result), Format.table, title=f"Pareto front of {config.study_name}")
 
 
@@ -228,8 +229,9 @@ def pareto(
     """Print the Pareto front (the best trial for single-objective studies), or the trial --pick names."""
     from automl_nn import study
     from automl_nn.results import decide, summary
+    from automl_nn.storage import backends
 
-    loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    loaded = backends.load_existing(study_name, backends.open_storage(storage, must_exist=True))
     if pick is None:
         _print_rows(summary.front_rows(loaded), format, title=f"Pareto front of {study_name}")
         if format is Format.table:  # json and csv stay pure rows for scripts
@@ -247,10 +249,10 @@ def pareto(
 def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
          storage: StorageOpt = None) -> None:
     """Summarize a study: objectives, trial states, best trials and range-edge warnings."""
-    from automl_nn import study
     from automl_nn.results import decide, summary
+    from automl_nn.storage import backends
 
-    loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    loaded = backends.load_existing(study_name, backends.open_storage(storage, must_exist=True))
     info = summary.study_summary(loaded)
     out.print(f"[bold]study[/bold] {info['study']}   dataset {info['dataset']}")
     out.print("objectives: " + ", ".join(
@@ -272,10 +274,10 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
 @handled
 def studies(storage: StorageOpt = None) -> None:
     """List the studies in a storage with their trial counts."""
-    from automl_nn import study
     from automl_nn.results import summary
+    from automl_nn.storage import backends
 
-    rows = summary.studies_table(study.open_storage(storage, must_exist=True))
+    rows = summary.studies_table(backends.open_storage(storage, must_exist=True))
     if not rows:
         out.print("no studies in this storage yet; run `automl-nn search` to start one.")
         return
@@ -329,13 +331,13 @@ def export(
     storage: StorageOpt = None,
 ) -> None:
     """Write model.py (plain PyTorch), weights, arch.json and meta.json for trials of a study."""
-    from automl_nn import study
     from automl_nn.results import export as exp
+    from automl_nn.storage import backends
 
     if (trial is None) == (not pareto):
         raise UsageError("export: give exactly one of --trial N or --pareto.")
-    url = study.storage_url(storage)
-    loaded = study.load_existing(study_name, study.open_storage(url, must_exist=True))
+    url = backends.storage_url(storage)
+    loaded = backends.load_existing(study_name, backends.open_storage(url, must_exist=True))
     if pareto:
         done = exp.export_front(loaded, out, url, retrain=retrain, onnx=onnx)
     else:
@@ -358,13 +360,16 @@ def train_cmd(
 ) -> None:
     """Retrain an exported architecture and print the same metrics a trial records."""
     from automl_nn.results import export as exp
+    from automl_nn.train import EpochResult
+    from automl_nn.trial import train_candidate
 
     job = exp.retrain_job(source, dataset=dataset, epochs=epochs, seed=seed,
                           init_weights=init_weights)
-    result = exp.train_candidate(job.candidate, job.dataset, data_dir, init_state=job.init_state,
-                                 on_epoch=lambda r: err.print(
-                                     f"epoch {r.epoch}: val_accuracy={r.val_accuracy:.4f} "
-                                     f"val_loss={r.val_loss:.4f}"))
+    def progress(r: EpochResult) -> None:
+        err.print(f"epoch {r.epoch}: val_accuracy={r.val_accuracy:.4f} val_loss={r.val_loss:.4f}")
+
+    result = train_candidate(job.candidate, job.dataset, data_dir, init_state=job.init_state,
+                             on_epoch=progress)
     _print_rows([{**result.values, "test_accuracy": result.test_accuracy}], Format.table,
                 title=f"{source} trained on {job.dataset}")
 
@@ -387,14 +392,15 @@ def ablate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Vary one factor at a time from a baseline trial; learning curves per factor in one HTML page."""
-    from automl_nn import study
+    from automl_nn import search
     from automl_nn.results import ablate as abl
+    from automl_nn.storage import backends
 
-    loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    loaded = backends.load_existing(study_name, backends.open_storage(storage, must_exist=True))
     names = [f.strip() for f in factors.split(",") if f.strip()] if factors else None
     result = abl.run_ablation(
         loaded, trial=trial, factors=names, points=points, overrides=_assignments(set_ or []),
-        device=str(study.resolve_device(device)),
+        device=str(search.resolve_device(device)),
         on_variant=lambda f, v: err.print(f"{f}={v.value}: " + (
             f"val_accuracy={v.accuracy:.4f}" if v.accuracy is not None else f"failed ({v.error})"),
             highlight=False))
@@ -453,12 +459,15 @@ def analyze(
     data_dir: Annotated[str | None, typer.Option(help="Where datasets are stored (image grid).")] = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Answer seed 000's ten cross-trial questions for a classification study: HTML page and JSON."""
-    from automl_nn import study
-    from automl_nn.results import analysis_page
+    """Answer the ten cross-network questions of the 1001-networks study (docs/seeds/seed000.md).
 
-    url = study.storage_url(storage)
-    loaded = study.load_existing(study_name, study.open_storage(url, must_exist=True))
+    For a classification study: an HTML page and JSON.
+    """
+    from automl_nn.results import analysis_page
+    from automl_nn.storage import backends
+
+    url = backends.storage_url(storage)
+    loaded = backends.load_existing(study_name, backends.open_storage(url, must_exist=True))
     paths = analysis_page.analyze_study(loaded, url, split.value, out_dir, gold_star, data_dir)
     answers = json.loads(paths["json"].read_text())
     out.print(f"wrote {paths['html']} and {paths['json']}: {answers['trials']} trials, "
@@ -482,11 +491,11 @@ def report(
     """Write one self-contained HTML report (plotly inline, works offline) of a study."""
     import time
 
-    from automl_nn import study
     from automl_nn.results import report as report_mod
+    from automl_nn.storage import backends
 
     started = time.perf_counter()
-    loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    loaded = backends.load_existing(study_name, backends.open_storage(storage, must_exist=True))
     figs = report_mod.write_report(loaded, out_path)
     size = out_path.stat().st_size / 1e6
     out.print(f"wrote {out_path} ({size:.1f} MB, {len(figs)} plots, "
@@ -516,14 +525,14 @@ def plot(
     format: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
 ) -> None:
     """Mean and std of a metric against one factor, one line per value of others (grid studies)."""
-    from automl_nn import study
     from automl_nn.results import plot as factors
     from automl_nn.results import report as report_mod
+    from automl_nn.storage import backends
 
     if out_path is not None and out_path.suffix not in (".html", ".png"):
         raise report_mod.ReportError(f"--out {out_path}: expected a .html or .png file name, but got "
                                      f"{out_path.suffix or 'no suffix'}.")
-    loaded = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    loaded = backends.load_existing(study_name, backends.open_storage(storage, must_exist=True))
     points = report_mod.collect_points(loaded)
     names = [n.strip() for n in by.split(",") if n.strip()] if by else []
     found = (factors.curve_cells(points, y, names) if x == factors.EPOCH
@@ -548,13 +557,13 @@ def dashboard(
         "authentication (anyone who reaches it can read the studies).")] = False,
 ) -> None:
     """Serve optuna-dashboard for the storage (with its artifacts) until Ctrl-C."""
-    from automl_nn import study
     from automl_nn.results import dashboard as dash
+    from automl_nn.storage import backends
 
     dash.check_host(host, i_know_no_auth)  # before the slow storage open
-    url = study.storage_url(storage)
-    artifacts = study.artifact_dir(storage)
-    board = dash.start(study.open_storage(storage, must_exist=True), host=host, port=port,
+    url = backends.storage_url(storage)
+    artifacts = backends.artifact_dir(storage)
+    board = dash.start(backends.open_storage(storage, must_exist=True), host=host, port=port,
                        artifacts=artifacts, acknowledged=i_know_no_auth)
     if not dash.is_loopback(host):
         err.print(Text("warning: ", style="yellow") + Text(

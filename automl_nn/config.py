@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,11 +19,11 @@ from typing import Any
 
 import yaml
 
-from automl_nn import accel, metrics
+from automl_nn import vocab
 from automl_nn.data import catalog as data
-from automl_nn.errors import ConfigError, suggest
-from automl_nn.nn import blocks, losses, optim
+from automl_nn.errors import ConfigError, one_of, unknown_name
 from automl_nn.registry import Registry
+from automl_nn.spec import AccelConfig
 
 Value = bool | int | float | str
 
@@ -103,7 +104,7 @@ def _where(registry: Registry[Any], flag: str) -> str:
 
 
 def _conv_family(values: Mapping[str, Any]) -> bool:
-    return bool(blocks.FAMILIES.get(str(values["family"])).convolutional)
+    return bool(vocab.FAMILIES.get(str(values["family"])).convolutional)
 
 
 def _conv_dropout(values: Mapping[str, Any]) -> bool:
@@ -118,20 +119,19 @@ def _capability(registry: Registry[Any], key: str, flag: str) -> Callable[[Mappi
     return applies
 
 
-_has_momentum = _capability(optim.OPTIMIZERS, "optimizer", "has_momentum")
-_has_nesterov = _capability(optim.OPTIMIZERS, "optimizer", "has_nesterov")
-_smoothing_loss = _capability(losses.LOSSES, "loss", "smoothing")
-_init_uses_std = _capability(blocks.INITIALIZERS, "init", "uses_std")
-_schedule_uses_gamma = _capability(optim.SCHEDULES, "schedule", "uses_gamma")
-_schedule_uses_step = _capability(optim.SCHEDULES, "schedule", "uses_step")
+_has_momentum = _capability(vocab.OPTIMIZERS, "optimizer", "has_momentum")
+_has_nesterov = _capability(vocab.OPTIMIZERS, "optimizer", "has_nesterov")
+_smoothing_loss = _capability(vocab.LOSSES, "loss", "smoothing")
+_init_uses_std = _capability(vocab.INITIALIZERS, "init", "uses_std")
+_schedule_uses_gamma = _capability(vocab.SCHEDULES, "schedule", "uses_gamma")
+_schedule_uses_step = _capability(vocab.SCHEDULES, "schedule", "uses_step")
 
 
 def _gated(values: Mapping[str, Any]) -> bool:
     return values.get("width_mode") == "gated"
 
 
-WIDTH_MODES = ("uniform", "per_layer", "gated")
-_CONV = f"family is convolutional ({_where(blocks.FAMILIES, 'convolutional')})"
+_CONV = f"family is convolutional ({_where(vocab.FAMILIES, 'convolutional')})"
 _LOG = {"log": True}
 
 # The search-space vocabulary, in sampling order. A rule's `applies` sees the values sampled before
@@ -139,11 +139,11 @@ _LOG = {"log": True}
 # `layer{i}.width` (i = 1..depth) when width_mode is per_layer.
 RULES: dict[str, Rule] = {
     # ---- architecture
-    "family": Rule(str, ["linear", "conv2d", "conv2d_linear"], blocks.FAMILIES.names,
+    "family": Rule(str, ["linear", "conv2d", "conv2d_linear"], vocab.FAMILIES.names,
                    help="layer family"),
     "depth": Rule(int, {"low": 1, "high": 3}, minimum=0,
                   help="number of hidden layers (residual blocks for resnet); 0: the output layer only"),
-    "width_mode": Rule(str, "uniform", lambda: list(WIDTH_MODES),
+    "width_mode": Rule(str, "uniform", lambda: list(vocab.WIDTH_MODES),
                        help="uniform: one width for all layers; per_layer: a layer{i}.width each; "
                             "gated: one starting width, shrunk during training by per-neuron gates "
                             "(linear family)"),
@@ -162,48 +162,48 @@ RULES: dict[str, Rule] = {
                         help="convolution kernel size (\"same\" padding)"),
     "stride": Rule(int, 1, minimum=1, applies=_conv_family, condition=_CONV,
                    help="convolution stride of each conv layer or block"),
-    "pool": Rule(str, "none", lambda: list(blocks.POOLS), applies=_conv_family, condition=_CONV,
+    "pool": Rule(str, "none", lambda: list(vocab.POOLS), applies=_conv_family, condition=_CONV,
                  help="2-wide pooling after each conv layer or block: none, max, avg"),
-    "activation": Rule(str, ["relu", "selu", "tanh", "sigmoid", "none"], blocks.ACTIVATIONS.names,
+    "activation": Rule(str, ["relu", "selu", "tanh", "sigmoid", "none"], vocab.ACTIVATIONS.names,
                        help="activation after each hidden layer (inside each block for resnet)"),
     "batch_norm": Rule(bool, False, help="batch norm after each hidden layer, before its activation"),
     "dropout": Rule(float, 0.0, minimum=0.0, maximum=1.0, exclusive_maximum=True,
                     help="dropout rate (0 = none)"),
-    "dropout_at": Rule(str, "dense", lambda: list(blocks.DROPOUT_PLACES), applies=_conv_dropout,
+    "dropout_at": Rule(str, "dense", lambda: list(vocab.DROPOUT_PLACES), applies=_conv_dropout,
                        condition=f"dropout > 0 and {_CONV}",
                        help="dropout after dense layers, conv layers, or both (linear: dense)"),
     # ---- loss and regularizers
-    "loss": Rule(str, "cross_entropy", losses.LOSSES.names, help="training loss"),
+    "loss": Rule(str, "cross_entropy", vocab.LOSSES.names, help="training loss"),
     "label_smoothing": Rule(float, 0.0, minimum=0.0, maximum=1.0, exclusive_maximum=True,
                             applies=_smoothing_loss,
-                            condition=f"loss takes label smoothing ({_where(losses.LOSSES, 'smoothing')})",
+                            condition=f"loss takes label smoothing ({_where(vocab.LOSSES, 'smoothing')})",
                             help="label smoothing of class targets"),
     "l1": Rule(float, 0.0, minimum=0.0, help="L1 penalty strength: l1 * sum|w| added to the loss"),
     "l2": Rule(float, 0.0, minimum=0.0, help="L2 penalty strength: l2 * sum w^2 added to the loss"),
     "weight_decay": Rule(float, 0.0, minimum=0.0,
                          help="L2 as optimizer weight decay (decoupled for adamw)"),
-    "init": Rule(str, "default", blocks.INITIALIZERS.names, help="weight initializer"),
+    "init": Rule(str, "default", vocab.INITIALIZERS.names, help="weight initializer"),
     "init_std": Rule(float, 0.01, minimum=0.0, exclusive_minimum=True, applies=_init_uses_std,
-                     condition=f"init uses a std ({_where(blocks.INITIALIZERS, 'uses_std')})",
+                     condition=f"init uses a std ({_where(vocab.INITIALIZERS, 'uses_std')})",
                      help="standard deviation of the normal initializer"),
     # ---- optimization
-    "optimizer": Rule(str, ["adam", "sgd"], optim.OPTIMIZERS.names, help="optimizer"),
+    "optimizer": Rule(str, ["adam", "sgd"], vocab.OPTIMIZERS.names, help="optimizer"),
     "momentum": Rule(float, 0.9, minimum=0.0, maximum=1.0, applies=_has_momentum,
-                     condition=f"optimizer has momentum ({_where(optim.OPTIMIZERS, 'has_momentum')})",
+                     condition=f"optimizer has momentum ({_where(vocab.OPTIMIZERS, 'has_momentum')})",
                      help="momentum"),
     "nesterov": Rule(bool, False, applies=_has_nesterov,
-                     condition=f"optimizer has nesterov ({_where(optim.OPTIMIZERS, 'has_nesterov')})",
+                     condition=f"optimizer has nesterov ({_where(vocab.OPTIMIZERS, 'has_nesterov')})",
                      help="Nesterov momentum (needs momentum > 0)"),
     "lr": Rule(float, {"low": 1e-4, "high": 1e-1, **_LOG}, minimum=0.0, exclusive_minimum=True,
                help="learning rate (peak rate for onecycle)"),
-    "schedule": Rule(str, "none", optim.SCHEDULES.names,
+    "schedule": Rule(str, "none", vocab.SCHEDULES.names,
                      help="learning-rate schedule: per epoch (onecycle: per step)"),
     "lr_gamma": Rule(float, 0.8, minimum=0.0, exclusive_minimum=True, maximum=1.0,
                      applies=_schedule_uses_gamma,
-                     condition=f"schedule decays by gamma ({_where(optim.SCHEDULES, 'uses_gamma')})",
-                     help="learning-rate factor per decay (0.8: seed 003's ~20% per epoch)"),
+                     condition=f"schedule decays by gamma ({_where(vocab.SCHEDULES, 'uses_gamma')})",
+                     help="learning-rate factor per decay (0.8: the CIFAR-10 tricks study's ~20% per epoch)"),
     "lr_step": Rule(int, 2, minimum=1, applies=_schedule_uses_step,
-                    condition=f"schedule decays in steps ({_where(optim.SCHEDULES, 'uses_step')})",
+                    condition=f"schedule decays in steps ({_where(vocab.SCHEDULES, 'uses_step')})",
                     help="epochs between decays"),
     "normalize": Rule(bool, True, help="standardize inputs with training-split statistics"),
     "batch_size": Rule(int, [32, 64, 128], minimum=1, help="training batch size"),
@@ -321,9 +321,9 @@ class StudyConfig:
             identity["constraints"] = dict(self.constraints)
         return identity
 
-    def accel(self) -> accel.AccelConfig:
+    def accel(self) -> AccelConfig:
         """The acceleration options trials of this study run with."""
-        return accel.AccelConfig(self.amp, self.channels_last, self.compile)
+        return AccelConfig(self.amp, self.channels_last, self.compile)
 
     def max_epochs(self) -> int:
         """The most epochs any trial of this space trains (a pruner's full budget)."""
@@ -338,7 +338,7 @@ class StudyConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def directions(self) -> list[str]:
-        return [metrics.METRICS.get(name).direction for name in self.objectives]
+        return [vocab.METRICS.get(name).direction for name in self.objectives]
 
     def to_raw(self) -> dict[str, Any]:
         skip = ("space", "constraints", *CONSTRAINT_KEYS)
@@ -410,7 +410,7 @@ def _check_gated(space: SpaceConfig) -> None:
     """Gates sit on dense hidden layers, which only the linear family has."""
     if "gated" not in _values(space["width_mode"]):
         return
-    others = [str(f) for f in _values(space["family"]) if blocks.FAMILIES.get(str(f)).convolutional]
+    others = [str(f) for f in _values(space["family"]) if vocab.FAMILIES.get(str(f)).convolutional]
     if others:
         raise ConfigError(f"space.width_mode: gated shrinks dense hidden layers, which only the linear "
                           f"family has, but family may be {', '.join(others)}. Set family: linear, or "
@@ -420,9 +420,7 @@ def _check_gated(space: SpaceConfig) -> None:
 def _reject_unknown(mapping: Mapping[str, Any], allowed: tuple[str, ...] | list[str], where: str) -> None:
     for key in mapping:
         if key not in allowed:
-            path = f"{where}.{key}" if where else str(key)
-            raise ConfigError(f"{path}: unknown key.{suggest(str(key), allowed)} "
-                              f"Valid keys here: {', '.join(allowed)}.")
+            raise unknown_name("key", key, allowed, f"{where}.{key}" if where else str(key))
 
 
 def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -464,11 +462,11 @@ def _accel(raw: Mapping[str, Any]) -> dict[str, Any]:
         if amp is True:
             raise ConfigError("amp: expected auto, off, bf16 or fp16, but got true (YAML reads a bare "
                               "`on` as true). Write bf16 or fp16.")
-        out["amp"] = _one_of(amp, accel.AMP_MODES, "amp")
+        out["amp"] = _one_of(amp, vocab.AMP_MODES, "amp")
     if raw.get("channels_last") is not None:
         value = raw["channels_last"]
         mode = {True: "on", False: "off"}[value] if isinstance(value, bool) else value
-        out["channels_last"] = _one_of(mode, accel.CHANNELS_LAST_MODES, "channels_last")
+        out["channels_last"] = _one_of(mode, vocab.CHANNELS_LAST_MODES, "channels_last")
     if raw.get("compile") is not None:
         out["compile"] = _bool(raw["compile"], "compile")
     return out
@@ -521,7 +519,7 @@ def _check_pruner(config: StudyConfig) -> None:
         raise ConfigError(f"pruner: pareto prunes multi-objective studies, but this study has one "
                           f"objective ({config.objectives[0]}). Use median, hyperband or another "
                           "single-objective pruner.")
-    if all(metrics.METRICS.get(name).static for name in config.objectives):
+    if all(vocab.METRICS.get(name).static for name in config.objectives):
         raise ConfigError(f"pruner: {config.pruner} needs an objective that changes during "
                           f"training (accuracy, error, loss, train_time), but "
                           f"{', '.join(config.objectives)} are known before training. "
@@ -543,7 +541,7 @@ def _objectives(value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not items:
         raise ConfigError(f"objectives: expected 1 to 4 names such as accuracy,params, but got {value!r}.")
-    names = tuple(metrics.METRICS.canonical(str(item).strip(), "objectives") for item in items)
+    names = tuple(vocab.METRICS.canonical(str(item).strip(), "objectives") for item in items)
     if len(names) > 4:
         raise ConfigError(f"objectives: at most 4 objectives are supported, but got {len(names)} "
                           f"({', '.join(names)}). Drop some or turn them into constraints.")
@@ -619,11 +617,7 @@ def _bool(value: Any, where: str) -> bool:
 
 
 def _one_of(value: Any, valid: tuple[str, ...], where: str) -> str:
-    name = _nonempty_str(value, where)
-    if name not in valid:
-        raise ConfigError(f'{where}: unknown {where} "{name}".{suggest(name, valid)} '
-                          f"Valid names: {', '.join(valid)}.")
-    return name
+    return one_of(_nonempty_str(value, where), valid, where, kind=where.rpartition(".")[2])
 
 
 # ---- the space -----------------------------------------------------------------------------------
@@ -669,10 +663,7 @@ def _scalar(value: Any, rule: Rule, where: str) -> Value:
         # YAML reads `none` as a string but `null`/`~` as None; both mean "no such layer".
         name = "none" if value is None else _nonempty_str(value, where)
         if rule.names is not None:
-            valid = rule.names()
-            if name not in valid:
-                raise ConfigError(f'{where}: unknown name "{name}".{suggest(name, valid)} '
-                                  f"Valid names: {', '.join(valid)}.")
+            one_of(name, rule.names(), where, kind=re.sub(r"\[\d+\]$", "", where).rpartition(".")[2])
         return name
     if rule.kind is bool:
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
@@ -780,7 +771,7 @@ def for_data(config: StudyConfig, bundle: data.DataBundle) -> StudyConfig:
 def default_batch_sizes(n_train: int) -> Fixed | Choice:
     """The default batch sizes that fit a training split of `n_train` samples.
 
-    The rule's defaults where they fit; on a split smaller than all of them (seed 002's 50-point
+    The rule's defaults where they fit; on a split smaller than all of them (the atomic experiments' 50-point
     function fits), one batch of the largest power of two that fits.
     """
     fitting = tuple(v for v in RULES["batch_size"].default if int(v) <= n_train)
@@ -801,7 +792,7 @@ def check_against_data(config: StudyConfig, bundle: data.DataBundle) -> None:
                           f"{bundle.name} ({bundle.n_train} samples). Use batch sizes <= "
                           f"{bundle.n_train}.")
     families = [str(f) for f in _values(config.space["family"])]
-    excluded = {name: blocks.FAMILIES.get(name).supports(bundle.input_shape) for name in families}
+    excluded = {name: vocab.FAMILIES.get(name).supports(bundle.input_shape) for name in families}
     if all(excluded.values()):
         reasons = "; ".join(f"{name} {why}" for name, why in excluded.items())
         raise ConfigError(f"space.family: no requested family applies to {bundle.name} "
@@ -819,8 +810,8 @@ def check_against_data(config: StudyConfig, bundle: data.DataBundle) -> None:
 
 def _check_losses(config: StudyConfig, bundle: data.DataBundle) -> None:
     for name in (str(v) for v in _values(config.space["loss"])):
-        tasks = losses.LOSSES.get(name).tasks
+        tasks = vocab.LOSSES.get(name).tasks
         if bundle.task not in tasks:
-            fits = [n for n, loss in losses.LOSSES.items() if bundle.task in loss.tasks]
+            fits = [n for n, loss in vocab.LOSSES.items() if bundle.task in loss.tasks]
             raise ConfigError(f"space.loss: {name} needs a {' or '.join(tasks)} task, but "
                               f"{bundle.name} is a {bundle.task} task. Use one of {', '.join(fits)}.")

@@ -61,11 +61,22 @@ def suggest(name: str, valid: Iterable[str]) -> str:
     return f' Did you mean "{close[0]}"?' if close else ""
 
 
-def unknown_name(kind: str, name: str, valid: Iterable[str], where: str = "") -> ConfigError:
-    """Build the error for an unknown registry name, listing valid names and the closest one."""
-    names = sorted(valid)
+def unknown_name(kind: str, name: object, valid: Iterable[str], where: str = "", *,
+                 error: type[UsageError] = ConfigError, shown: Iterable[str] | None = None) -> UsageError:
+    """The one error for a name that is not one of `valid`: the valid names and the closest one.
+
+    `shown` lists the valid names as the message prints them (with a description, say).
+    """
+    names = [str(v) for v in valid]
     place = f"{where}: " if where else ""
-    return ConfigError(
-        f'{place}unknown {kind} "{name}".{suggest(name, names)} '
-        f"Valid {kind} names: {', '.join(names)}."
-    )
+    listing = ", ".join(shown if shown is not None else names) or "none"
+    return error(f'{place}unknown {kind} "{name}".{suggest(str(name), names)} '
+                 f"Valid {kind} names: {listing}.")
+
+
+def one_of(value: str, valid: Iterable[str], where: str, kind: str = "value") -> str:
+    """`value` when it is one of `valid`; else the unknown-name error."""
+    names = list(valid)
+    if value not in names:
+        raise unknown_name(kind, value, names, where)
+    return value

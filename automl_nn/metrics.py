@@ -1,4 +1,4 @@
-"""What a network costs and how well it does: the metric registry and the static measurements.
+"""What a network costs: the static measurements (the metrics' names and units are in `vocab`).
 
 Static metrics (params, flops, memory, ops, latency) are measured on the untrained model for one
 input, before training, so a candidate over a constraint costs nothing. They are cached per
@@ -9,43 +9,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from automl_nn.registry import Registry
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """A metric a study can optimize: its direction, unit, and whether it is known before training."""
-
-    direction: str  # "maximize" or "minimize"
-    unit: str
-    static: bool
-    description: str
-
-
-METRICS: Registry[MetricInfo] = Registry("objective")
-METRICS.add("accuracy", MetricInfo("maximize", "fraction", False, "validation accuracy"),
-            aliases=("acc",))
-METRICS.add("error", MetricInfo("minimize", "fraction", False, "validation error rate"))
-METRICS.add("loss", MetricInfo("minimize", "nats", False, "validation loss"))
-METRICS.add("params", MetricInfo("minimize", "count", True, "trainable parameters"))
-METRICS.add("flops", MetricInfo("minimize", "FLOPs", True, "forward FLOPs for one input"))
-METRICS.add("memory", MetricInfo("minimize", "bytes", True, "activation bytes for one input"))
-METRICS.add("ops", MetricInfo("minimize", "count", True, "tensor operations in one forward pass"))
-METRICS.add("latency", MetricInfo("minimize", "ms", True, "median forward time for one input"))
-METRICS.add("mse", MetricInfo("minimize", "target units^2", False, "validation mean squared error"))
-METRICS.add("mae", MetricInfo("minimize", "target units", False, "validation mean absolute error"))
-METRICS.add("r2", MetricInfo("maximize", "fraction", False, "validation coefficient of determination"))
-METRICS.add("train_time", MetricInfo("minimize", "s", False, "wall time of training"))
-
-STATIC = tuple(name for name, info in METRICS.items() if info.static)
-_CACHE: dict[str, dict[str, float]] = {}
+_CACHE: dict[str, dict[str, float]] = {}  # architecture, input shape, outputs -> static metrics
 
 
 def count_params(model: nn.Module) -> int:
@@ -99,7 +69,7 @@ class _OpCounter(TorchFunctionMode):
 
 
 def count_ops(model: nn.Module, sample: torch.Tensor) -> int:
-    """Number of tensor operations one forward pass performs (seed 000's "number of ops")."""
+    """Number of tensor operations one forward pass performs (the 1001-networks study's "number of ops")."""
     with torch.no_grad(), _OpCounter() as counter:
         model(sample)
     return int(counter.count)
@@ -118,12 +88,17 @@ def latency_ms(model: nn.Module, sample: torch.Tensor, repeats: int = 20) -> flo
 
 
 def static_metrics(model: nn.Module, input_shape: tuple[int, ...], signature: str) -> dict[str, float]:
-    """params, flops, memory, ops and latency of `model` for one input, cached by `signature`."""
-    if signature not in _CACHE:
+    """params, flops, memory, ops and latency of `model` for one input of `input_shape`.
+
+    Cached by `signature` (the architecture), the input shape and the network's output count: the
+    same architecture on other data is another network (more inputs, more classes).
+    """
+    key = f"{signature}|{tuple(input_shape)}|{_outputs(model)}"
+    if key not in _CACHE:
         was_training = model.training
         model.eval()
         sample = torch.zeros((1, *input_shape))
-        _CACHE[signature] = {
+        _CACHE[key] = {
             "params": float(count_params(model)),
             "flops": float(count_flops(model, sample)),
             "memory": float(activation_bytes(model, sample)),
@@ -131,4 +106,13 @@ def static_metrics(model: nn.Module, input_shape: tuple[int, ...], signature: st
             "latency": latency_ms(model, sample),
         }
         model.train(was_training)
-    return dict(_CACHE[signature])
+    return dict(_CACHE[key])
+
+
+def _outputs(model: nn.Module) -> int:
+    """The output count of a network whose last weighted layer is its head (0 if it has none)."""
+    weighted = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)]
+    if not weighted:
+        return 0
+    last = weighted[-1]
+    return int(last.out_features if isinstance(last, nn.Linear) else last.out_channels)

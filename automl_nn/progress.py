@@ -11,8 +11,9 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from automl_nn.pruning import pareto_front
 from automl_nn.spec import Candidate
+from automl_nn.storage import record
+from automl_nn.storage.record import TrialRecord, describe_pruning
 from automl_nn.train import EpochResult
 
 
@@ -25,24 +26,19 @@ def describe_candidate(candidate: Candidate) -> str:
 
 def describe_outcome(trial: FrozenTrial, study: optuna.Study) -> str:
     """One line: the trial's state and its objective values (or why it failed)."""
+    rec = TrialRecord.of(trial)
     if trial.state == TrialState.COMPLETE and trial.values is not None:
         names = study.metric_names or [str(i) for i in range(len(trial.values))]
         values = " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, trial.values, strict=True))
-        if "infeasible" in trial.user_attrs:
-            return f"trial {trial.number} infeasible, not trained ({trial.user_attrs['infeasible']})"
+        if rec.infeasible is not None:
+            return f"trial {trial.number} infeasible, not trained ({rec.infeasible})"
         return f"trial {trial.number} complete: {values}"
-    if trial.state == TrialState.PRUNED and "pruned_by" in trial.user_attrs:
-        return f"trial {trial.number} pruned ({_pruned_text(trial.user_attrs['pruned_by'])})"
-    reason = trial.user_attrs.get("fail_reason", "")
-    message = str(trial.user_attrs.get("fail_message", "")).splitlines()
+    if trial.state == TrialState.PRUNED and rec.pruned_by is not None:
+        return f"trial {trial.number} pruned ({describe_pruning(rec.pruned_by)})"
+    reason = rec.fail_reason or ""
+    message = rec.fail_message.splitlines()
     detail = f" ({reason}: {message[0]})" if message else (f" ({reason})" if reason else "")
     return f"trial {trial.number} {trial.state.name.lower()}{detail}"
-
-
-def _pruned_text(reason: dict[str, object]) -> str:
-    if "trial" in reason:
-        return f"dominated by trial {reason['trial']} at epoch {reason['epoch']}"
-    return f"{reason.get('pruner')} at epoch {reason.get('epoch')}"
 
 
 def _fmt(value: float) -> str:
@@ -50,18 +46,13 @@ def _fmt(value: float) -> str:
 
 
 def best_text(study: optuna.Study) -> str:
-    best = pareto_front(study.get_trials(deepcopy=False), study.directions)
+    best = record.front(study.get_trials(deepcopy=False), study.directions)
     if not best:
         return "no complete trial yet"
     if len(study.directions) > 1:
         return f"front: {len(best)} trials"
     name = (study.metric_names or ["value"])[0]
     return f"best {name}={_fmt(best[0].values[0])}"
-
-
-def _counts(trial: FrozenTrial) -> bool:
-    """Whether a finished trial counts toward --trials (infeasible ones do not: never trained)."""
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and "infeasible" not in trial.user_attrs
 
 
 class LogReporter:
@@ -87,7 +78,7 @@ class LogReporter:
         self._say(f"trial {number} epoch {result.epoch}/{epochs}: {accuracy}val_loss={result.val_loss:.4f}")
 
     def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
-        if _counts(trial):
+        if record.counts_toward_budget(trial):
             self.done += 1
         self._say(f"{describe_outcome(trial, study)} [{self.done}/{self.total}, {best_text(study)}]")
 
@@ -126,7 +117,7 @@ class BarReporter(LogReporter):
                else f"val_acc={result.val_accuracy:.3f}")))
 
     def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
-        if _counts(trial):
+        if record.counts_toward_budget(trial):
             self.done += 1
         self.progress.console.print(describe_outcome(trial, study))
         self.progress.update(self.task, completed=self.done, best=best_text(study))

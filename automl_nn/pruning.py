@@ -24,14 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import optuna
-from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import metrics
+from automl_nn import vocab
 from automl_nn.config import PrunerConfig, StudyConfig
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
+from automl_nn.storage import record
+from automl_nn.storage.record import TrialRecord
 
 # ---- Optuna's pruners ----------------------------------------------------------------------------
 
@@ -62,56 +60,6 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-# ---- per-epoch values read back from storage -----------------------------------------------------
-
-
-def epoch_values(attrs: Mapping[str, Any], epoch: int) -> dict[str, float] | None:
-    """Trained metrics after `epoch` epochs, from `epoch{k}` user attributes (None if not reached).
-
-    train_time is the training seconds spent up to that epoch, so it compares at equal fidelity too.
-    """
-    record = attrs.get(f"epoch{epoch}")
-    if not isinstance(record, dict):
-        return None
-    seconds = [attrs.get(f"epoch{k}", {}).get("seconds", 0.0) for k in range(1, epoch + 1)]
-    accuracy = float(record["val_accuracy"])
-    return {"accuracy": accuracy, "error": 1.0 - accuracy, "loss": float(record["val_loss"]),
-            "train_time": float(sum(seconds))}
-
-
-def is_infeasible(trial: FrozenTrial) -> bool:
-    """True for a trial over a hard constraint (it was never trained)."""
-    return any(value > 0 for value in trial.constraints.values())
-
-
-def pareto_front(trials: Sequence[FrozenTrial],
-                 directions: Sequence[optuna.study.StudyDirection]) -> list[FrozenTrial]:
-    """The feasible COMPLETE trials no other one dominates (for one objective: the best one).
-
-    What Optuna's `study.best_trials` / `best_trial` return, from trials already read: those
-    properties read and deep-copy every trial of the study on each call.
-    """
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and not is_infeasible(t)]
-    if not feasible:
-        return []
-    if len(directions) == 1:
-        sign = 1 if directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-        return [min(feasible, key=lambda t: (sign * t.values[0], t.number))]
-    return _get_pareto_front_trials_by_trials(feasible, directions)
-
-
-def planned_epochs(trial: FrozenTrial) -> int:
-    """Epochs the trial's candidate asked for."""
-    return int(trial.user_attrs.get("candidate", {}).get("train", {}).get("epochs", 0))
-
-
-def trained_epochs(trial: FrozenTrial) -> int:
-    """Epochs the trial actually trained (0 for an infeasible one)."""
-    if "epochs_trained" in trial.user_attrs:
-        return int(trial.user_attrs["epochs_trained"])
-    return sum(1 for key in trial.user_attrs if key.startswith("epoch") and key[5:].isdigit())
-
-
 # ---- the hook TrialRunner calls ------------------------------------------------------------------
 
 
@@ -134,7 +82,7 @@ class OptunaPruning:
     objective: str
 
     def __call__(self, trial: optuna.Trial, epoch: int, epochs: int) -> dict[str, Any] | None:
-        values = epoch_values(trial.user_attrs, epoch)
+        values = TrialRecord.running(trial).epoch_values(epoch)
         if values is None:
             return None
         # The raw metric: the study's direction (maximize accuracy, minimize loss) orients it.
@@ -150,7 +98,7 @@ def make_epoch_pruning(config: StudyConfig) -> EpochPruning:
         return ParetoPruner(objectives=config.objectives, settings=config.pruning)
     if config.pruner == "none":
         return no_pruning
-    trained = [n for n in config.objectives if not metrics.METRICS.get(n).static]
+    trained = [n for n in config.objectives if not vocab.METRICS.get(n).static]
     return OptunaPruning(config.pruner, trained[0])
 
 
@@ -158,7 +106,7 @@ def make_epoch_pruning(config: StudyConfig) -> EpochPruning:
 
 
 @dataclass(frozen=True)
-class Point:
+class EpochValues:
     """One trial's objective values at one epoch, split into trained and static ones."""
 
     number: int
@@ -176,39 +124,42 @@ class ParetoPruner:
     def __call__(self, trial: optuna.Trial, epoch: int, epochs: int) -> dict[str, Any] | None:
         if epoch >= epochs or epoch <= self.settings.warmup_epochs:
             return None  # the last epoch costs nothing more to finish; warm-up epochs are noise
-        current = self.point(trial.number, trial.user_attrs, epoch)
+        current = self.point(TrialRecord.running(trial), epoch)
         if current is None:
             return None
-        finished = trial.study.get_trials(deepcopy=False, states=FINISHED)
+        finished = trial.study.get_trials(deepcopy=False, states=record.FINISHED)
         return self.decide(current, finished, epoch)
 
-    def decide(self, current: Point, finished: Sequence[FrozenTrial], epoch: int) -> dict[str, Any] | None:
+    def decide(self, current: EpochValues, finished: Sequence[FrozenTrial],
+               epoch: int) -> dict[str, Any] | None:
         """Why `current` is pruned at `epoch` given the finished trials, or None to go on."""
-        feasible = [t for t in finished if not is_infeasible(t)]
+        feasible = [TrialRecord.of(t) for t in finished if not record.is_infeasible(t)]
         completed = sum(1 for t in feasible if t.state == TrialState.COMPLETE)
         if completed < self.settings.startup_trials:
             return None
         for other in sorted(feasible, key=lambda t: t.number):
-            point = self.point(other.number, other.user_attrs, epoch)
+            point = self.point(other, epoch)
             if point is not None and point.number != current.number and self.dominates(point, current):
                 return {"pruner": "pareto", "trial": point.number, "epoch": epoch,
                         "margin": self.settings.margin, "dominator": {**point.trained, **point.static},
                         "pruned": {**current.trained, **current.static}}
         return None
 
-    def point(self, number: int, attrs: Mapping[str, Any], epoch: int) -> Point | None:
-        """The objective values a trial had after `epoch` epochs, from its user attributes."""
-        per_epoch = epoch_values(attrs, epoch)
+    def point(self, trial: TrialRecord, epoch: int) -> EpochValues | None:
+        """The objective values a trial had after `epoch` epochs."""
+        per_epoch = trial.epoch_values(epoch)
         if per_epoch is None:
             return None
-        static_names = [n for n in self.objectives if metrics.METRICS.get(n).static]
+        static_names = [n for n in self.objectives if vocab.METRICS.get(n).static]
         trained_names = [n for n in self.objectives if n not in static_names]
-        if any(n not in attrs for n in static_names) or any(n not in per_epoch for n in trained_names):
+        missing = [n for n in static_names if n not in trial.metrics] + \
+            [n for n in trained_names if n not in per_epoch]
+        if missing:
             return None  # a value is missing: nothing safe to compare
-        return Point(number, {n: per_epoch[n] for n in trained_names},
-                     {n: float(attrs[n]) for n in static_names})
+        return EpochValues(trial.number, {n: per_epoch[n] for n in trained_names},
+                           {n: trial.metrics[n] for n in static_names})
 
-    def dominates(self, a: Point, b: Point) -> bool:
+    def dominates(self, a: EpochValues, b: EpochValues) -> bool:
         """`a` is no costlier than `b` and beats it by more than the margin on every trained metric.
 
         Requiring the margin on *every* trained objective (not just one) is deliberate: a pruned
@@ -221,12 +172,12 @@ class ParetoPruner:
 
 def _loss(name: str, value: float) -> float:
     """A metric oriented so that lower is better."""
-    return value if metrics.METRICS.get(name).direction == "minimize" else -value
+    return value if vocab.METRICS.get(name).direction == "minimize" else -value
 
 
 def _beats(name: str, a: float, b: float, margin: float) -> bool:
     """`a` is better than `b` by more than `margin` (absolute for fractions, else relative)."""
-    gap = margin if metrics.METRICS.get(name).unit == "fraction" else margin * abs(b)
+    gap = margin if vocab.METRICS.get(name).unit == "fraction" else margin * abs(b)
     return _loss(name, a) < _loss(name, b) - gap
 
 
@@ -250,13 +201,25 @@ def apply_constraints(trial: optuna.Trial, limits: Mapping[str, float],
 
 
 def infeasible_values(objectives: Sequence[str], static: Mapping[str, float],
-                      n_outputs: int) -> list[float]:
+                      untrained: Mapping[str, float]) -> list[float]:
     """Objective values for a candidate that was never trained.
 
-    Static objectives are real. Trained ones are what an untrained model scores: accuracy 0 (the
-    worst), error 1, the cross-entropy of a uniform guess, and no training time. They exist only
-    because Optuna needs values for a COMPLETE trial; the constraint keeps the trial off the front.
+    Static objectives are real. Trained ones are what a network that learned nothing scores
+    (`untrained`: see `untrained_scores`). They exist only because Optuna needs values for a
+    COMPLETE trial; the constraint keeps the trial off the front.
     """
-    placeholder = {"accuracy": 0.0, "error": 1.0, "loss": math.log(max(n_outputs, 2)),
-                   "train_time": 0.0}
-    return [float(static[n]) if n in static else placeholder[n] for n in objectives]
+    return [float(static[n]) if n in static else float(untrained[n]) for n in objectives]
+
+
+def untrained_scores(task: str, n_outputs: int,
+                     target_spread: tuple[float, float] = (1.0, 1.0)) -> dict[str, float]:
+    """What a network that learned nothing scores on each trained metric, and no training time.
+
+    Classification: accuracy 0 (the worst), error 1, the cross-entropy of a uniform guess.
+    Regression: the errors of predicting the training mean, `target_spread` = (mean squared,
+    mean absolute deviation of the training targets), and r2 0; its loss is that mse.
+    """
+    if task == "regression":
+        mse, mae = target_spread
+        return {"mse": mse, "mae": mae, "r2": 0.0, "loss": mse, "train_time": 0.0}
+    return {"accuracy": 0.0, "error": 1.0, "loss": math.log(max(n_outputs, 2)), "train_time": 0.0}

@@ -46,7 +46,7 @@ class Registry(Generic[T]):
             return name
         if name in self._aliases:
             return self._aliases[name]
-        raise unknown_name(self.kind, name, self.names(), where)
+        raise unknown_name(self.kind, name, sorted(self.names()), where)
 
     def get(self, name: str, where: str = "") -> T:
         """The entry for `name` (or an alias)."""

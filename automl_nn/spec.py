@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from automl_nn.errors import ConfigError
+from automl_nn.errors import ConfigError, unknown_name
 
 S = TypeVar("S")
 
@@ -20,9 +20,7 @@ def _from_dict(cls: type[S], data: dict[str, Any], where: str) -> S:
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}."
-        )
+        raise unknown_name("key", unknown[0], sorted(known), f"{where}.{unknown[0]}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return cls(**values)
 
@@ -44,9 +42,9 @@ class ArchSpec:
     pool: str = "none"  # "none", "max" or "avg": 2-wide pooling after each conv layer or block
     batch_norm: bool = False
     dropout: float = 0.0
-    dropout_at: str = "dense"  # "dense", "conv" or "both" (seed 003's three placements)
+    dropout_at: str = "dense"  # "dense", "conv" or "both" (the CIFAR-10 tricks study's three placements)
     # width_mode gated: a Gate after each dense hidden layer; after training, neurons whose gate is
-    # at or below gate_threshold in magnitude are cut out (seed 001's sparsifier)
+    # at or below gate_threshold in magnitude are cut out (the sparsifier study's sparsifier)
     gated: bool = False
     gate_threshold: float = 0.01
 
@@ -95,7 +93,7 @@ class TrainSpec:
     init: str = "default"
     init_std: float = 0.01
     schedule: str = "none"
-    lr_gamma: float = 0.8  # seed 003 decays the learning rate by about 20% per epoch
+    lr_gamma: float = 0.8  # The CIFAR-10 tricks study decays the learning rate by about 20% per epoch
     lr_step: int = 2
     normalize: bool = True
     gate_l1: float = 0.0  # L1 strength on the gates of a gated architecture
@@ -127,3 +125,12 @@ class Candidate:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """The acceleration options a study runs with (study file keys / `search` flags)."""
+
+    amp: str = "auto"  # auto, off, bf16 or fp16 (fp16 scales the loss with torch.amp.GradScaler)
+    channels_last: str = "auto"  # auto, on or off; applies to 2-d/3-d convolutional families only
+    compile: bool = False  # torch.compile the model: pays off only for long trials, hence off

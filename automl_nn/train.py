@@ -22,10 +22,11 @@ from torch.optim.lr_scheduler import LRScheduler
 from automl_nn.accel import PLAIN, Runtime
 from automl_nn.data.catalog import DataBundle
 from automl_nn.errors import NonFiniteError
-from automl_nn.nn.blocks import gates, init_weights
-from automl_nn.nn.losses import LOSSES, LossFn, make_loss
-from automl_nn.nn.optim import SCHEDULES, make_optimizer, make_schedule
+from automl_nn.nn import gates, init_weights
+from automl_nn.nn.losses import LossFn, make_loss
+from automl_nn.nn.optim import make_optimizer, make_schedule
 from automl_nn.spec import TrainSpec
+from automl_nn.vocab import SCHEDULES
 
 EVAL_BATCH = 2048  # large: evaluation holds no graph
 
@@ -133,7 +134,8 @@ def prepared(bundle: DataBundle, spec: TrainSpec) -> DataBundle:
     """
     if spec.normalize:
         return bundle
-    # Neutral statistics keep DataBundle.normalize a plain float conversion (seed 003's "off").
+    # Neutral statistics keep DataBundle.normalize a plain float conversion (the CIFAR-10 tricks
+    # study's "off").
     return replace(bundle, mean=torch.zeros_like(bundle.mean), std=torch.ones_like(bundle.std))
 
 
@@ -236,7 +238,7 @@ def weight_penalty(model: nn.Module, l1: float, l2: float) -> Callable[[], torch
 
 
 def gate_penalty(model: nn.Module, strength: float) -> Callable[[], torch.Tensor] | None:
-    """strength * sum|g| over the model's Gate layers (seed 001's sparsifier); None without gates.
+    """strength * sum|g| over the model's Gate layers (the sparsifier study's sparsifier); None without gates.
 
     A device tensor like the weight penalty: no host sync per step.
     """
@@ -296,7 +298,7 @@ def evaluate(
     The forward pass runs as `runtime` says (autocast, memory layout); loss and metrics in fp32.
     """
     regression = bundle.task == "regression"
-    loss_fn = loss_fn or LOSSES.get("mse" if regression else "cross_entropy")
+    loss_fn = loss_fn or make_loss("mse" if regression else "cross_entropy")
     model.eval()
     total = torch.zeros((), device=x.device)
     outputs = []

@@ -14,7 +14,7 @@ import gc
 import logging
 import math
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,15 +26,16 @@ from torch import nn
 from automl_nn import accel, metrics, pruning, space
 from automl_nn.analysis import predictions
 from automl_nn.config import StudyConfig
-from automl_nn.data.catalog import DataBundle
+from automl_nn.data import DataBundle, on_device
+from automl_nn.data import load as load_dataset
 from automl_nn.errors import NonFiniteError, TrialFailure, UsageError
-from automl_nn.nn.blocks import effective_widths, shrink
+from automl_nn.nn import build, cut, effective_widths
 from automl_nn.nn.losses import make_loss
-from automl_nn.nn.model import applicable_families, build
 from automl_nn.spec import ArchSpec, Candidate
-from automl_nn.storage import recovery
-from automl_nn.storage.artifacts import save_weights
+from automl_nn.storage import artifacts, record
 from automl_nn.train import EpochResult, Evaluation, History, evaluate, fit, prepared, seed_everything
+from automl_nn.vocab import excluded_families
+from automl_nn.weights import state_bytes
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class TrialRunner:
 
     def __post_init__(self) -> None:
         self.prune = pruning.make_epoch_pruning(self.config)
-        self.excluded = applicable_families(_family_names(self.config), self.bundle.input_shape)
+        self.excluded = excluded_families(_family_names(self.config), self.bundle.input_shape)
         for name, reason in self.excluded.items():
             log.info("family %s excluded from sampling: %s", name, reason)
 
@@ -127,35 +128,28 @@ class TrialRunner:
         seed = trial_seed(self.config.seed, original_number(trial))
         candidate = space.sample(trial, self.config.space, excluded_families=self.excluded,
                                  seed=seed)
-        recovery.set_user_attrs(trial, {"candidate": candidate.to_dict(), "seed": seed})
+        record.write_candidate(trial, candidate.to_dict(), seed)
         self.reporter.trial_started(trial.number, candidate)
-        seed_everything(seed)
-        model = build(candidate.arch, self.bundle.input_shape, self.bundle.n_outputs)
-        values = metrics.static_metrics(model, self.bundle.input_shape,
-                                        static_signature(candidate))
-        recovery.set_user_attrs(trial, values)
-        violations = pruning.apply_constraints(trial, self.config.limits(), values)
+        built = measure(candidate, self.bundle)
+        record.write_metrics(trial, built.static)
+        violations = pruning.apply_constraints(trial, self.config.limits(), built.static)
         if violations:
-            return self._infeasible(trial, values, violations)
-        model.to(self.device)
-        runtime = accel.resolve(self.config.accel(), self.device, candidate.arch.family)
+            return self._infeasible(trial, built.static, violations)
+        runtime = accel.runtime_for(self.config.accel(), self.device, candidate.arch.family)
         recorder = (None if self.predictions_store is None else
-                    predictions.Recorder(model, prepared(self.bundle, candidate.train), runtime))
-        history = fit(model, self.bundle, candidate.train,
-                      on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs, recorder),
-                      runtime=runtime)
-        start_params = values["params"]  # before a gated network's cut
-        done = finish(model, candidate, self.bundle, history, runtime)
-        model, test = done.model, done.test
-        values.update(done.values)  # train_time leaves out on_epoch (the recorder included)
-        # the static costs are stored already, unless the cut changed them
-        results: dict[str, Any] = {**done.values, **{f"test_{n}": v for n, v in test.scores.items()}}
+                    predictions.Recorder(built.model, prepared(self.bundle, candidate.train), runtime))
+        done = train_measured(built, candidate, self.bundle, self.device, runtime,
+                              on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs, recorder))
+        # the static costs are stored already, unless a gated network's cut changed them
+        results: dict[str, Any] = {**done.trained,
+                                   **{record.TEST_PREFIX + n: v for n, v in done.test.scores.items()}}
         if candidate.arch.gated:
-            results.update(start_params=start_params, effective_widths=list(done.arch.widths))
-        recovery.set_user_attrs(trial, results)
-        objective = objective_values(self.config.objectives, values)
+            results.update({record.START_PARAMS: built.static["params"],
+                            record.EFFECTIVE_WIDTHS: list(done.arch.widths)})
+        record.write_metrics(trial, results)
+        objective = objective_values(self.config.objectives, done.values)
         if self.store is not None:
-            save_weights(trial, model, self.store)
+            artifacts.keep_weights(trial, state_bytes(done.model), self.store)
         if recorder is not None and self.predictions_store is not None:
             predictions.save_predictions(trial, recorder, self.predictions_store)
         return objective
@@ -163,29 +157,24 @@ class TrialRunner:
     def _infeasible(self, trial: optuna.Trial, static: dict[str, float],
                     violations: list[str]) -> list[float]:
         """Close a candidate over a constraint without training it (it costs no epoch)."""
-        recovery.set_user_attrs(trial, {"infeasible": "; ".join(violations), "epochs_trained": 0})
+        record.write_infeasible(trial, violations)
         log.info("trial %d infeasible, not trained: %s", trial.number, "; ".join(violations))
-        return pruning.infeasible_values(self.config.objectives, static, self.bundle.n_outputs)
+        bundle = self.bundle
+        untrained = pruning.untrained_scores(bundle.task, bundle.n_outputs, target_spread(bundle))
+        return pruning.infeasible_values(self.config.objectives, static, untrained)
 
     def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int,
                   recorder: predictions.Recorder | None = None) -> None:
         if recorder is not None:
             recorder.record(result)
         # NaN (val_accuracy of a regression) is not valid JSON for the dashboard: leave it out.
-        record = {k: v for k, v in result.to_dict().items() if math.isfinite(v)}
-        recovery.set_user_attrs(trial, {f"epoch{result.epoch}": record,
-                                        "epochs_trained": result.epoch})
+        values = {k: v for k, v in result.to_dict().items() if math.isfinite(v)}
+        record.write_epoch(trial, result.epoch, values)
         self.reporter.epoch_done(trial.number, result, epochs)
         reason = self.prune(trial, result.epoch, epochs)
         if reason is not None:
-            trial.set_user_attr("pruned_by", reason)
-            raise optuna.TrialPruned(_describe_pruning(reason))
-
-
-def _describe_pruning(reason: dict[str, Any]) -> str:
-    if "trial" in reason:
-        return f"dominated by trial {reason['trial']} at epoch {reason['epoch']}"
-    return f"{reason['pruner']} pruner at epoch {reason['epoch']}"
+            record.write_pruned(trial, reason)
+            raise optuna.TrialPruned(record.describe_pruning(reason))
 
 
 def _family_names(config: StudyConfig) -> list[str]:
@@ -206,7 +195,7 @@ class Shrunk:
     values: dict[str, float]  # its static metrics and validation accuracy, error and loss
 
 
-def shrink_trained(model: nn.Module, candidate: Candidate, bundle: DataBundle) -> tuple[nn.Module, Shrunk]:
+def cut_trained(model: nn.Module, candidate: Candidate, bundle: DataBundle) -> tuple[nn.Module, Shrunk]:
     """Cut a trained gated network to its effective widths and measure the static costs of the cut.
 
     Static costs are those of the shrunk network (what export writes and what a user deploys);
@@ -216,7 +205,7 @@ def shrink_trained(model: nn.Module, candidate: Candidate, bundle: DataBundle) -
         raise TypeError(f"a gated network is an nn.Sequential, but got {type(model).__name__}")
     threshold = candidate.arch.gate_threshold
     arch = candidate.arch.shrunk(effective_widths(model, threshold))
-    small = shrink(model, threshold)
+    small = cut(model, threshold)
     # static metrics measure one input on the CPU, on a copy so the trained model stays put
     values = metrics.static_metrics(copy.deepcopy(small).cpu(), bundle.input_shape,
                                     static_signature(Candidate(arch, candidate.train)))
@@ -224,33 +213,94 @@ def shrink_trained(model: nn.Module, candidate: Candidate, bundle: DataBundle) -
 
 
 @dataclass
-class Finished:
-    """A trained network as a trial records it: shrunk when gated, measured on val and test."""
+class Built:
+    """A candidate's untrained network, built from its seed, and its static costs."""
+
+    model: nn.Module
+    static: dict[str, float]
+
+
+@dataclass
+class Trained:
+    """A trained network as a trial records it: shrunk when gated, measured on val and test.
+
+    For a gated candidate, `model` is the cut network and `arch` its plain architecture.
+    """
 
     model: nn.Module
     arch: ArchSpec
-    values: dict[str, float]  # validation metrics and train time (+ the cut's static costs)
+    trained: dict[str, float]  # validation metrics and train time (+ a gated cut's static costs)
+    values: dict[str, float]  # every metric: the static costs, updated by `trained`
     test: Evaluation
+    history: list[EpochResult]
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.test.accuracy
 
 
-def finish(model: nn.Module, candidate: Candidate, bundle: DataBundle, history: History,
-           runtime: accel.Runtime = accel.PLAIN) -> Finished:
-    """After fit: shrink a gated network, then evaluate validation and test as training saw inputs.
+def measure(candidate: Candidate, bundle: DataBundle) -> Built:
+    """Seed, build the candidate's network for the data and measure its static costs."""
+    seed_everything(candidate.train.seed)
+    model = build(candidate.arch, bundle.input_shape, bundle.n_outputs)
+    static = metrics.static_metrics(model, bundle.input_shape, static_signature(candidate))
+    return Built(model, static)
 
-    The last epoch's validation is reused when the network is unchanged since (not gated).
+
+def train_measured(built: Built, candidate: Candidate, bundle: DataBundle, device: torch.device,
+                   runtime: accel.Runtime = accel.PLAIN, *,
+                   on_epoch: Callable[[EpochResult], None] | None = None,
+                   init_state: dict[str, torch.Tensor] | None = None) -> Trained:
+    """Train a built candidate as a trial does, then cut a gated network and evaluate it.
+
+    The last epoch's validation is reused when the network is unchanged since (not gated); the
+    training time leaves out `on_epoch` (a predictions recorder included).
     """
-    arch, values = candidate.arch, {}
+    model = built.model
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model.to(device)
+    history = fit(model, bundle, candidate.train, on_epoch=on_epoch, runtime=runtime)
+    arch, trained = candidate.arch, {}
     if arch.gated:
-        model, shrunk = shrink_trained(model, candidate, bundle)
-        arch, values = shrunk.arch, dict(shrunk.values)
+        model, shrunk = cut_trained(model, candidate, bundle)
+        arch, trained = shrunk.arch, dict(shrunk.values)
     seen = prepared(bundle, candidate.train)  # normalized or not, as in training
     loss_fn = make_loss(candidate.train.loss, candidate.train.label_smoothing)
     last = history.last.val if history.epochs else None
     val = (last if last is not None and not arch.gated
            else evaluate(model, seen, bundle.x_val, bundle.y_val, loss_fn, runtime))
-    values.update(trained_metrics(history, val))
+    trained.update(trained_metrics(history, val))
     test = evaluate(model, seen, bundle.x_test, bundle.y_test, loss_fn, runtime)
-    return Finished(model, arch, values, test)
+    return Trained(model, arch, trained, {**built.static, **trained}, test, history.epochs)
+
+
+def train_candidate(
+    candidate: Candidate, dataset: str, data_dir: str | None = None, *,
+    device: str = "cpu", init_state: dict[str, torch.Tensor] | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    acceleration: accel.AccelConfig | None = None,
+) -> Trained:
+    """Train `candidate` as a trial does (same seed, same data, same metrics), without a study.
+
+    What `export --retrain`, `train` and `ablate` run. `acceleration` defaults to the options'
+    defaults (`auto`: fp32 and eager on the CPU).
+    """
+    torch_device = torch.device(device)
+    accel.setup(torch_device)
+    bundle = on_device(load_dataset(dataset, data_dir), torch_device)
+    runtime = accel.runtime_for(acceleration or accel.AccelConfig(), torch_device, candidate.arch.family)
+    return train_measured(measure(candidate, bundle), candidate, bundle, torch_device, runtime,
+                          on_epoch=on_epoch, init_state=init_state)
+
+
+def target_spread(bundle: DataBundle) -> tuple[float, float]:
+    """Mean squared and mean absolute deviation of the training targets from their mean (regression)."""
+    if bundle.task != "regression":
+        return (1.0, 1.0)
+    y = bundle.y_train.float()
+    deviation = y - y.mean(dim=0)
+    return float((deviation ** 2).mean()), float(deviation.abs().mean())
 
 
 def objective_values(objectives: Sequence[str], values: dict[str, float]) -> list[float]:
@@ -285,15 +335,10 @@ def release_memory(device: torch.device) -> None:
 
 def mark_failed(trial: optuna.Trial, reason: str, message: str) -> None:
     """Record why a trial failed (`fail_reason`, `fail_message`) while it can still be written."""
-    recovery.set_user_attrs(trial, {"fail_reason": reason, "fail_message": message[:2000]})
+    record.write_failure(trial, reason, message)
     log.warning("trial %d failed (%s): %s", trial.number, reason, message.splitlines()[0])
 
 
 def static_signature(candidate: Candidate) -> str:
     """Key under which a candidate's static metrics are cached."""
     return repr(sorted(candidate.arch.to_dict().items()))
-
-
-def attrs_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """Metrics stored on a trial, by name (only those present)."""
-    return {name: trial.user_attrs[name] for name in metrics.METRICS if name in trial.user_attrs}

@@ -33,10 +33,11 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from automl_nn import config as cfg
-from automl_nn import study
+from automl_nn import search, study
 from automl_nn.data import catalog as data
 from automl_nn.errors import ConfigError, StorageError, UsageError, WorkerFailure
 from automl_nn.progress import LogReporter
+from automl_nn.storage import backends, record
 from automl_nn.trial import Reporter
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def _gpu_indices(device: str, cuda_count: int) -> list[int]:
 
 def storage_warnings(storage: str | None, processes: int) -> list[str]:
     """Advice for the storage a parallel search uses."""
-    if processes > SQLITE_COMFORT and study.is_sqlite(storage):
+    if processes > SQLITE_COMFORT and backends.is_sqlite(storage):
         return [f"{processes} workers share one SQLite file; they queue on its write lock. Journal "
                 "file storage is faster and safer for many processes on one machine "
                 "(--storage journal:automl-nn.log), PostgreSQL for several machines."]
@@ -153,7 +154,7 @@ class SharedBudget:
 
     def more(self, _study: optuna.Study, trial: FrozenTrial | None) -> bool:
         with self.tickets.get_lock():
-            if trial is not None and trial.state in study.DONE_STATES:
+            if trial is not None and trial.state in record.FINISHED:
                 self.holding[self.index] = 0  # spent; a failed trial keeps it and is made up for
             if self.holding[self.index]:
                 return True
@@ -204,15 +205,15 @@ def _worker_main(job: WorkerJob, tickets: Any, holding: Any) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     config = cfg.resolve(job.raw_config)
-    budget: study.Budget = (SharedBudget(tickets, holding, job.slot.index) if job.shared
-                            else study.StudyBudget(config.trials, count_running=True))
+    budget: search.Budget = (SharedBudget(tickets, holding, job.slot.index) if job.shared
+                            else search.StudyBudget(config.trials, count_running=True))
     reporter = PrefixedReporter(f"[worker {job.slot.index}]")
     sys.exit(exit_code(lambda: _run_one(config, job.slot, budget, reporter)))
 
 
-def _run_one(config: cfg.StudyConfig, slot: Slot, budget: study.Budget, reporter: Reporter) -> None:
+def _run_one(config: cfg.StudyConfig, slot: Slot, budget: search.Budget, reporter: Reporter) -> None:
     bundle = data.load(config.dataset, config.data_dir)
-    study.run_search(config, bundle, reporter, slot.device, budget=budget, worker_index=slot.index)
+    search.run_search(config, bundle, reporter, slot.device, budget=budget, worker_index=slot.index)
 
 
 def exit_code(work: Callable[[], None]) -> int:
@@ -269,7 +270,7 @@ def run_parallel(config: cfg.StudyConfig, slots: list[Slot], *, shared: bool = T
     Raises Interrupted when a signal stopped the search, ConfigError when a worker stopped on bad
     input or repeated failures, and WorkerFailure when workers died and the target was missed.
     """
-    opened = study.prepare(config)  # the study and its tables exist before any worker starts
+    opened = search.prepare(config)  # the study and its tables exist before any worker starts
     remaining = config.trials - study.count_done(opened)
     if remaining <= 0:
         return opened
@@ -278,7 +279,7 @@ def run_parallel(config: cfg.StudyConfig, slots: list[Slot], *, shared: bool = T
     holding = context.Array("b", len(slots), lock=False)
     processes: list[mp.process.BaseProcess] = []
     forwarder = _Forwarder(processes)
-    previous = {s: signal.signal(s, forwarder) for s in study.STOP_SIGNALS}
+    previous = {s: signal.signal(s, forwarder) for s in search.STOP_SIGNALS}
     try:
         for slot in slots:
             job = WorkerJob(config.to_raw(), slot, shared)
@@ -314,11 +315,11 @@ def _wait(processes: list[mp.process.BaseProcess], budgets: list[SharedBudget]) 
 
 def _outcome(config: cfg.StudyConfig, codes: list[int], received: int | None) -> optuna.Study:
     if received is not None:
-        raise study.Interrupted(received)
+        raise search.Interrupted(received)
     interrupted = [c for c in codes if c > 128]
     if interrupted:
-        raise study.Interrupted(interrupted[0] - 128)
-    final = study.open_study(config, study.open_storage(config.storage))
+        raise search.Interrupted(interrupted[0] - 128)
+    final = study.open_study(config, backends.open_storage(config.storage))
     if 2 in codes:
         raise ConfigError("a worker stopped the search (its message is above); the study keeps its "
                           "finished trials.")
@@ -343,7 +344,7 @@ def _describe(code: int) -> str:
 
 def config_from_storage(study_name: str, storage: str, data_dir: str | None = None) -> cfg.StudyConfig:
     """The config a study was created with, read from its storage, pointed at `storage`."""
-    opened = study.load_existing(study_name, study.open_storage(storage, must_exist=True))
+    opened = backends.load_existing(study_name, backends.open_storage(storage, must_exist=True))
     raw = opened.user_attrs.get("config")
     if not isinstance(raw, dict):
         raise StorageError(f'study "{study_name}" has no stored automl-nn config, so a worker cannot '
@@ -365,7 +366,7 @@ def join_study(study_name: str, storage: str, *, device: str = "auto", workers: 
     if len(slots) > 1:
         return run_parallel(config, slots, shared=False)
     bundle = data.load(config.dataset, config.data_dir)
-    budget = study.StudyBudget(config.trials, count_running=True)
+    budget = search.StudyBudget(config.trials, count_running=True)
     # A distinct sampler seed per process, so workers on several machines do not propose alike.
-    return study.run_search(config, bundle, reporter or PrefixedReporter(f"[{os.getpid()}]"),
+    return search.run_search(config, bundle, reporter or PrefixedReporter(f"[{os.getpid()}]"),
                             slots[0].device, budget=budget, worker_index=os.getpid())

@@ -47,7 +47,7 @@ from automl_nn import accel  # noqa: E402
 from automl_nn.config import resolve  # noqa: E402
 from automl_nn.data import catalog as data  # noqa: E402
 from automl_nn.data import vision  # noqa: E402
-from automl_nn.nn.model import build  # noqa: E402
+from automl_nn.nn import build  # noqa: E402
 from automl_nn.spec import Candidate  # noqa: E402
 from automl_nn.train import evaluate, fit, prepared, seed_everything  # noqa: E402
 from automl_nn.trial import NullReporter  # noqa: E402
@@ -177,15 +177,15 @@ class Probe(NullReporter):
 
 def _search(raw: dict[str, Any], device: torch.device, enqueue: Sequence[dict[str, Any]] = ()) -> tuple[
         Any, Probe]:
-    from automl_nn import study as study_mod
+    from automl_nn import search
 
     config = resolve(raw)
     bundle = data.load(config.dataset, config.data_dir)
-    opened = study_mod.prepare(config)
+    opened = search.prepare(config)
     for params in enqueue:
         opened.enqueue_trial(params)
     probe = Probe(device)
-    return study_mod.run_search(config, bundle, probe, str(device)), probe
+    return search.run_search(config, bundle, probe, str(device)), probe
 
 
 def oom_recovery(device: torch.device) -> dict[str, Any]:
@@ -321,7 +321,7 @@ def _timed_search(device: torch.device, data_dir: str | None, count: int, trials
                    env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - started
-    from automl_nn.study import open_storage
+    from automl_nn.storage.backends import open_storage
 
     trials_done = optuna.load_study(study_name="bench", storage=open_storage(url)).trials
     ends = [t.datetime_complete for t in trials_done if t.datetime_complete is not None]
@@ -356,7 +356,7 @@ def mnist99(device: torch.device, data_dir: str | None, *, trials: int, epochs: 
 def _test_curve(candidate: Candidate, bundle: data.DataBundle,
                 device: torch.device) -> list[tuple[float, float]]:
     """(training seconds, test accuracy) after each epoch of training `candidate` from its seed."""
-    runtime = accel.resolve(accel.AccelConfig(), device, candidate.arch.family)
+    runtime = accel.runtime_for(accel.AccelConfig(), device, candidate.arch.family)
     seed_everything(candidate.train.seed)
     model = build(candidate.arch, bundle.input_shape, bundle.n_outputs).to(device)
     seen = prepared(bundle, candidate.train)

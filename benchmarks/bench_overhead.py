@@ -51,7 +51,7 @@ def train_seconds(storage: Path) -> tuple[float, int]:
     """Sum of `train_time` over the study's finished trials, and how many there are."""
     import optuna
 
-    from automl_nn.study import open_storage
+    from automl_nn.storage.backends import open_storage
 
     study = optuna.load_study(study_name="bench", storage=open_storage(f"sqlite:///{storage / 'bench.db'}"))
     done = [t for t in study.trials if t.state.is_finished() and "train_time" in t.user_attrs]
@@ -138,7 +138,7 @@ def instrument(stages: Stages) -> None:
     from automl_nn import trial as objectives
     from automl_nn.analysis import predictions
     from automl_nn.data import catalog as data
-    from automl_nn.storage import artifacts as weights
+    from automl_nn.storage import artifacts
     from automl_nn.storage.recovery import TaggingRDBStorage
 
     _patch(stages, data, "load", "data load")
@@ -155,12 +155,12 @@ def instrument(stages: Stages) -> None:
     _patch(stages, objectives, "build", "model build")
     _patch(stages, metrics, "static_metrics", "static metrics")
     _patch(stages, objectives, "fit", "fit")
-    _patch(stages, objectives, "finish", "evaluation")
+    _patch(stages, objectives, "evaluate", "evaluation")
     _patch(stages, predictions.Recorder, "record", "predictions")
     _patch(stages, predictions, "save_predictions", "predictions")
     _patch(stages, predictions, "save_labels", "predictions")  # study.py calls it by module
-    _patch(stages, objectives, "save_weights", "weights")
-    _patch(stages, weights, "drop_off_front", "weights")
+    _patch(stages, artifacts, "keep_weights", "weights")
+    _patch(stages, artifacts, "drop_off_front", "weights")
 
 
 def child(out: Path, argv: list[str]) -> None:

@@ -41,7 +41,10 @@ from automl_nn import config as cfg
 from automl_nn import pruning
 from automl_nn.config import PrunerConfig
 from automl_nn.data import catalog as data
-from automl_nn.study import front, run_search
+from automl_nn.search import run_search
+from automl_nn.storage import record
+from automl_nn.storage.record import TrialRecord
+from automl_nn.study import front
 from automl_nn.trial import NullReporter
 from benchmarks.common import hypervolume, mean_std
 
@@ -93,12 +96,12 @@ def run_arm(args: argparse.Namespace, bundle: data.DataBundle, pruner: str, seed
     config = cfg.resolve(raw)
     start = time.perf_counter()
     study = run_search(config, bundle, NullReporter(), device="cpu")
-    finished = study.get_trials(deepcopy=False, states=pruning.FINISHED)
+    finished = study.get_trials(deepcopy=False, states=record.FINISHED)
     seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in finished
                   if t.datetime_complete and t.datetime_start) or time.perf_counter() - start
     return Arm(
-        epochs=sum(pruning.trained_epochs(t) for t in finished),
-        planned=sum(pruning.planned_epochs(t) for t in finished),
+        epochs=sum(TrialRecord.of(t).trained_epochs for t in finished),
+        planned=sum(TrialRecord.of(t).planned_epochs for t in finished),
         pruned=sum(1 for t in finished if t.state == TrialState.PRUNED),
         front=[(1.0 - t.values[0], t.values[1]) for t in front(study)],
         max_params=max(float(t.user_attrs["params"]) for t in finished),
@@ -118,28 +121,27 @@ def replay(study: optuna.Study, rule: pruning.ParetoPruner) -> Arm:
     seen: list[FrozenTrial] = []
     epochs = pruned = 0
     missed: list[int] = []
-    truth = sorted(study.get_trials(deepcopy=False, states=pruning.FINISHED), key=lambda t: t.number)
+    truth = sorted(study.get_trials(deepcopy=False, states=record.FINISHED), key=lambda t: t.number)
     for index, trial in enumerate(truth):
-        planned = pruning.planned_epochs(trial)
+        planned = TrialRecord.of(trial).planned_epochs
         stop = next((k for k in range(rule.settings.warmup_epochs + 1, planned)
-                     if (point := rule.point(trial.number, trial.user_attrs, k)) is not None
+                     if (point := rule.point(TrialRecord.of(trial), k)) is not None
                      and rule.decide(point, seen, k) is not None), None)
         if stop is None:
             seen.append(trial)
-            epochs += pruning.trained_epochs(trial)
+            epochs += TrialRecord.of(trial).trained_epochs
             continue
         pruned += 1
         epochs += stop
-        then = pruning.pareto_front(truth[:index + 1], study.directions)
+        then = record.front(truth[:index + 1], study.directions)
         if trial.number in {t.number for t in then}:
             missed.append(trial.number)
-        attrs = {k: v for k, v in trial.user_attrs.items()
-                 if not (k.startswith("epoch") and k[5:].isdigit() and int(k[5:]) > stop)}
+        attrs = {k: v for k, v in trial.user_attrs.items() if (record.epoch_number(k) or 0) <= stop}
         seen.append(optuna.trial.create_trial(state=TrialState.PRUNED, params=trial.params,
                                               distributions=trial.distributions, user_attrs=attrs))
         seen[-1].number = trial.number
-    completed = [t for t in seen if t.state == TrialState.COMPLETE and not pruning.is_infeasible(t)]
-    return Arm(epochs=epochs, planned=sum(pruning.planned_epochs(t) for t in seen), pruned=pruned,
+    completed = [t for t in seen if t.state == TrialState.COMPLETE and not record.is_infeasible(t)]
+    return Arm(epochs=epochs, planned=sum(TrialRecord.of(t).planned_epochs for t in seen), pruned=pruned,
                front=[(1.0 - t.values[0], t.values[1]) for t in completed],
                max_params=max(float(t.user_attrs["params"]) for t in seen), seconds=0.0,
                missed=missed)

@@ -33,7 +33,7 @@ import optuna
 import torch
 
 from automl_nn import config as cfg
-from automl_nn import study
+from automl_nn import search, study
 from automl_nn.data import catalog as data
 from automl_nn.trial import NullReporter
 from benchmarks.common import hypervolume, machine, mean_std
@@ -105,7 +105,7 @@ def run_one(args: argparse.Namespace, bundle: data.DataBundle, sampler: str, see
             "space": SPACES[args.space],
         }
         start = time.perf_counter()
-        result = study.run_search(cfg.resolve(raw), bundle, NullReporter(), device="cpu")
+        result = search.run_search(cfg.resolve(raw), bundle, NullReporter(), device="cpu")
         seconds = time.perf_counter() - start
     done = sorted(result.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                   key=lambda t: t.number)

@@ -46,7 +46,7 @@ def run_once(workers: int, trials: int, dataset: str, data_dir: str | None) -> t
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - started
-        from automl_nn.study import open_storage
+        from automl_nn.storage.backends import open_storage
 
         done = [t for t in optuna.load_study(study_name="bench", storage=open_storage(url)).trials
                 if t.datetime_complete is not None and t.datetime_start is not None]

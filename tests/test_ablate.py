@@ -65,7 +65,7 @@ def test_ablate_trains_each_factor_alone_and_writes_a_page(cli: CliRunner, tmp_p
     code, output = run(cli, "ablate", "ab", "--factors", "lrr")
     assert code == 2 and 'Did you mean "lr"' in output
     code, output = run(cli, "ablate", "ab", "--trial", "9")
-    assert code == 2 and "--trial 9" in output
+    assert code == 2 and "trial 9 was asked for" in output
     code, output = run(cli, "ablate", "ab", "--factors", "activation", "--set", "lr=0.05",
                        "--out", "ab-set")
     assert code == 0, output

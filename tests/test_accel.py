@@ -17,16 +17,16 @@ import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from automl_nn import accel, workers
+from automl_nn import accel, weights, workers
 from automl_nn.accel import AccelConfig, Runtime
 from automl_nn.data import catalog as data
 from automl_nn.data.catalog import load
 from automl_nn.errors import ConfigError
-from automl_nn.nn.model import build
-from automl_nn.results.export import load_exported, train_candidate
+from automl_nn.nn import build
+from automl_nn.results.export import load_exported
 from automl_nn.spec import ArchSpec, Candidate, TrainSpec
-from automl_nn.storage import artifacts as weights
 from automl_nn.train import evaluate, fit, seed_everything
+from automl_nn.trial import train_candidate
 from benchmarks import bench_cuda
 from tests.conftest import TINY, run
 
@@ -49,19 +49,19 @@ def _fit(arch: ArchSpec, runtime: Runtime, epochs: int = 2) -> tuple[torch.nn.Mo
 
 def test_auto_resolves_to_plain_fp32_on_cpu() -> None:
     for family in ("linear", "conv2d", "conv3d", "resnet"):
-        assert accel.resolve(AccelConfig(), CPU, family) == accel.PLAIN
+        assert accel.runtime_for(AccelConfig(), CPU, family) == accel.PLAIN
 
 
 def test_forced_options_resolve_per_family() -> None:
     forced = AccelConfig(amp="fp16", channels_last="on", compile=True)
-    assert accel.resolve(forced, CPU, "conv2d").memory_format is torch.channels_last
-    assert accel.resolve(forced, CPU, "resnet").memory_format is torch.channels_last
-    assert accel.resolve(forced, CPU, "conv3d_linear").memory_format is torch.channels_last_3d
+    assert accel.runtime_for(forced, CPU, "conv2d").memory_format is torch.channels_last
+    assert accel.runtime_for(forced, CPU, "resnet").memory_format is torch.channels_last
+    assert accel.runtime_for(forced, CPU, "conv3d_linear").memory_format is torch.channels_last_3d
     for family in ("linear", "conv1d"):  # no 4-d/5-d conv weights: nothing to lay out
-        assert accel.resolve(forced, CPU, family).memory_format is None
-    runtime = accel.resolve(forced, CPU, "linear")
+        assert accel.runtime_for(forced, CPU, family).memory_format is None
+    runtime = accel.runtime_for(forced, CPU, "linear")
     assert runtime.amp is torch.float16 and runtime.scaled and runtime.compile
-    assert not accel.resolve(AccelConfig(amp="bf16"), CPU, "linear").scaled
+    assert not accel.runtime_for(AccelConfig(amp="bf16"), CPU, "linear").scaled
 
 
 @pytest.mark.parametrize("native_bf16", [True, False])
@@ -70,10 +70,10 @@ def test_auto_on_cuda_is_bf16_where_native_and_channels_last_for_conv(
 ) -> None:
     monkeypatch.setattr(accel, "_native_bf16", lambda _device: native_bf16)
     gpu = torch.device("cuda:0")  # resolution only: nothing is allocated on it
-    runtime = accel.resolve(AccelConfig(), gpu, "conv2d_linear")
+    runtime = accel.runtime_for(AccelConfig(), gpu, "conv2d_linear")
     assert runtime.amp is (torch.bfloat16 if native_bf16 else None)
     assert runtime.memory_format is torch.channels_last and not runtime.compile
-    assert accel.resolve(AccelConfig(), gpu, "linear").memory_format is None
+    assert accel.runtime_for(AccelConfig(), gpu, "linear").memory_format is None
     if native_bf16:
         assert accel.amp_dtype("bf16", gpu) is torch.bfloat16
     else:

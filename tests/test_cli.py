@@ -1,6 +1,8 @@
 """End to end through the CLI, as a user runs it: search, resume, pareto, show, and bad input."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -9,8 +11,10 @@ from typer.testing import CliRunner
 
 from automl_nn import train
 from automl_nn.config import resolve
-from automl_nn.study import open_storage, open_study
+from automl_nn.storage.backends import open_storage
+from automl_nn.study import open_study
 from tests.conftest import TINY, file_hash, run
+from tests.fake_study import make_study
 
 DB = "automl-nn.db"
 
@@ -201,11 +205,35 @@ def test_ctrl_c_closes_the_running_trial_and_resume_finishes(
     assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
 
 
-def test_help_and_datasets_are_fast_paths(cli: CliRunner) -> None:
-    code, output = run(cli, "--help")
-    assert code == 0 and "search" in output
-    code, output = run(cli, "datasets")
-    assert code == 0 and "digits" in output
+READ_COMMANDS = '''
+import sys
+from typer.testing import CliRunner
+from automl_nn import cli
+from automl_nn.results import dashboard
+dashboard.Dashboard.wait = dashboard.Dashboard.stop  # serve, then stop at once
+runner = CliRunner()
+storage = ["--storage", sys.argv[1]]
+for args in (["--help"], ["datasets"], ["studies", *storage], ["show", "fake", *storage],
+             ["pareto", "fake", "--format", "json", *storage], ["pareto", "fake", "--pick", "knee", *storage],
+             ["report", "fake", "--out", sys.argv[2], *storage],
+             ["plot", "fake", "--x", "depth", "--y", "accuracy", *storage],
+             ["dashboard", "--port", "0", *storage]):
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, (args, result.output)
+    print(args[0], "torch" in sys.modules, "torchvision" in sys.modules)
+'''
+
+
+def test_read_commands_never_import_torch(tmp_path: Path) -> None:
+    """show, pareto, studies, report, plot and dashboard (up to serving) answer without torch."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    make_study(url, "fake", n=12)
+    result = subprocess.run([sys.executable, "-c", READ_COMMANDS, url, str(tmp_path / "r.html")],
+                            capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.split()
+    assert len(lines) == 27, result.stdout  # nine commands, each ran
+    assert "True" not in lines, result.stdout
 
 
 def test_pareto_pruning_and_constraints_end_to_end(cli: CliRunner, tmp_path: Path) -> None:

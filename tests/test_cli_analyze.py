@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from automl_nn.analysis import predictions
 from automl_nn.data.catalog import load
+from automl_nn.storage import record
 from tests.conftest import run
 
 SEARCH = ["search", "--dataset", "digits", "--epochs", "2", "--width", "8", "--depth", "1",
@@ -28,11 +29,11 @@ def searched(cli: CliRunner) -> optuna.Study:
 
 
 def test_trials_keep_compact_predictions_that_match_their_metrics(searched: optuna.Study) -> None:
-    labels = predictions.fetch(searched.user_attrs[predictions.LABELS_ATTR],
-                               searched.user_attrs[predictions.LABELS_HASH_ATTR], STORE, "labels")
+    labels = predictions.fetch(searched.user_attrs[record.LABELS.id_key],
+                               searched.user_attrs[record.LABELS.hash_key], STORE, "labels")
     for trial in searched.trials:
-        arrays = predictions.fetch(trial.user_attrs[predictions.ARTIFACT_ATTR],
-                                   trial.user_attrs[predictions.HASH_ATTR], STORE, "predictions")
+        arrays = predictions.fetch(trial.user_attrs[record.PREDICTIONS.id_key],
+                                   trial.user_attrs[record.PREDICTIONS.hash_key], STORE, "predictions")
         assert arrays["val_pred"].dtype == np.uint8 and arrays["test_conf"].dtype == np.float16
         assert arrays["val_pred"].shape == (2, labels["val_labels"].shape[0])
         for epoch in (1, 2):  # the stored answers give the accuracies the trial recorded
@@ -74,7 +75,7 @@ def test_regression_study_is_refused(cli: CliRunner) -> None:
 
 
 def test_tampered_predictions_are_refused(cli: CliRunner, searched: optuna.Study) -> None:
-    artifact = Path("automl-nn-artifacts") / searched.trials[0].user_attrs[predictions.ARTIFACT_ATTR]
+    artifact = Path("automl-nn-artifacts") / searched.trials[0].user_attrs[record.PREDICTIONS.id_key]
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))

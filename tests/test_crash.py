@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn.config import resolve
 from automl_nn.storage import recovery
-from automl_nn.study import open_storage, open_study
+from automl_nn.storage.backends import open_storage
+from automl_nn.study import open_study
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = 600  # epochs of a trial long enough (several seconds) to be caught in the middle

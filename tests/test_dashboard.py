@@ -15,8 +15,8 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from typer.testing import CliRunner
 
-from automl_nn import study
 from automl_nn.results import dashboard
+from automl_nn.storage import backends
 from tests.browser import browser_context, is_real_png
 from tests.conftest import run
 from tests.fake_study import make_study
@@ -34,14 +34,14 @@ def board(tmp_path: Path) -> Iterator[dashboard.Dashboard]:
     made = make_study(DB, name="fake", n=12)
     code = tmp_path / "model.py"
     code.write_text("import torch\n")
-    artifacts = study.artifact_dir(DB)
+    artifacts = backends.artifact_dir(DB)
     artifacts.mkdir()
     # Optuna attaches artifacts to running trials (a finished trial's attributes are frozen).
     trial = made.ask()
     upload_artifact(artifact_store=FileSystemArtifactStore(artifacts), file_path=str(code),
                     study_or_trial=trial)
     made.tell(trial, [0.5, 100.0])
-    running = dashboard.start(study.open_storage(DB), host="127.0.0.1", port=0, artifacts=artifacts)
+    running = dashboard.start(backends.open_storage(DB), host="127.0.0.1", port=0, artifacts=artifacts)
     yield running
     running.stop()
 
@@ -52,9 +52,9 @@ def _get(url: str) -> Any:
 
 
 def test_artifacts_sit_next_to_the_storage_file() -> None:
-    assert study.artifact_dir("sqlite:///runs/x.db") == Path("runs/x-artifacts")
-    assert study.artifact_dir("journal:runs/j.log") == Path("runs/j-artifacts")
-    assert study.artifact_dir("postgresql://u@h/db") == Path("automl-nn-artifacts")
+    assert backends.artifact_dir("sqlite:///runs/x.db") == Path("runs/x-artifacts")
+    assert backends.artifact_dir("journal:runs/j.log") == Path("runs/j-artifacts")
+    assert backends.artifact_dir("postgresql://u@h/db") == Path("automl-nn-artifacts")
 
 
 def test_api_lists_the_study_with_units_and_artifacts(board: dashboard.Dashboard) -> None:
@@ -71,7 +71,7 @@ def test_api_lists_the_study_with_units_and_artifacts(board: dashboard.Dashboard
 
 
 def test_stop_is_quick(tmp_path: Path) -> None:
-    running = dashboard.start(study.open_storage(DB), host="127.0.0.1", port=0,
+    running = dashboard.start(backends.open_storage(DB), host="127.0.0.1", port=0,
                               artifacts=tmp_path / "a")
     started = time.perf_counter()
     running.stop()

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from automl_nn import load_exported
 from automl_nn.errors import StorageError
-from automl_nn.nn.blocks import FAMILIES
-from automl_nn.results.export import read_arch, train_candidate
+from automl_nn.results.export import read_arch
 from automl_nn.spec import Candidate
+from automl_nn.trial import train_candidate
+from automl_nn.vocab import FAMILIES
 from tests.conftest import run
 
 SEARCH = ["search", "--dataset", "digits", "--epochs", "1", "--width", "6", "--depth", "2",

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from automl_nn.results import plot as factors
 from automl_nn.results.report import Point, point_of
+from automl_nn.storage import record
 from tests.conftest import run
 
 
@@ -93,9 +94,9 @@ def _grid_study(storage: str) -> None:
         study.enqueue_trial({"loss": loss})
         trial = study.ask()
         trial.suggest_categorical("loss", ["mse", "hinge"])
-        trial.set_user_attr("accuracy", acc)
-        trial.set_user_attr("epoch1", {"val_accuracy": acc / 2})
-        trial.set_user_attr("epoch2", {"val_accuracy": acc})
+        record.write_epoch(trial, 1, {"val_accuracy": acc / 2})
+        record.write_epoch(trial, 2, {"val_accuracy": acc})
+        record.write_metrics(trial, {"accuracy": acc})
         study.tell(trial, acc)
 
 

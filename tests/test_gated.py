@@ -14,8 +14,7 @@ from automl_nn.config import resolve
 from automl_nn.data import catalog as data
 from automl_nn.errors import ConfigError
 from automl_nn.metrics import count_params
-from automl_nn.nn.blocks import Gate, effective_widths, gates, shrink
-from automl_nn.nn.model import build
+from automl_nn.nn import Gate, build, cut, effective_widths, gates
 from automl_nn.results.export import import_source
 from automl_nn.space import sample
 from automl_nn.spec import ArchSpec, TrainSpec
@@ -52,7 +51,7 @@ def test_a_gate_below_threshold_removes_its_neuron_and_outputs_are_unchanged() -
     first = [1.0, 0.01, -0.8, 0.0, 0.3, 0.04, 1.2, -0.05, 0.5, 0.9, 0.0, 2.0]  # 5 at or below 0.05
     second = [0.7] * 6 + [0.02] * 6
     _set_gates(model, [first, second])
-    small = shrink(model, ARCH.gate_threshold)
+    small = cut(model, ARCH.gate_threshold)
     assert effective_widths(model, ARCH.gate_threshold) == (7, 6)
     assert not gates(small)
     # exactly the network `build` makes for the effective widths, so export can rebuild it
@@ -71,7 +70,7 @@ def test_a_gate_below_threshold_removes_its_neuron_and_outputs_are_unchanged() -
 def test_a_layer_whose_gates_are_all_closed_keeps_one_silent_neuron() -> None:
     model = _gated_model()
     _set_gates(model, [[0.0] * 12, [1.0] * 12])
-    small = shrink(model, 0.01)
+    small = cut(model, 0.01)
     assert effective_widths(model, 0.01) == (1, 12)
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from automl_nn.nn.losses import LOSSES, make_loss, target_vectors
+from automl_nn.nn.losses import make_loss, target_vectors
+from automl_nn.vocab import LOSSES
 
 OUT = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]])
 Y = torch.tensor([0, 2])

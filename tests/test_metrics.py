@@ -2,15 +2,15 @@ import torch
 from torch import nn
 
 from automl_nn.metrics import (
-    METRICS,
     activation_bytes,
     count_flops,
     count_ops,
     count_params,
     static_metrics,
 )
-from automl_nn.nn.model import build
+from automl_nn.nn import build
 from automl_nn.spec import ArchSpec
+from automl_nn.vocab import METRICS
 
 
 def test_params_match_a_hand_count() -> None:
@@ -49,6 +49,16 @@ def test_static_metrics_are_cached_per_signature() -> None:
         model[1].weight.mul_(0)  # cached: a second call must not re-measure
     assert static_metrics(model, (1, 8, 8), "test-signature") == first
     assert set(first) == {"params", "flops", "memory", "ops", "latency"}
+
+
+def test_the_cache_tells_the_same_architecture_on_other_data_apart() -> None:
+    """One process, two data sets: digits (64 features, 10 classes), then 3 features and 2 classes."""
+    arch = ArchSpec("linear", 1, (8,), "relu")
+    digits = static_metrics(build(arch, (64,), 10), (64,), "same-arch")
+    small = static_metrics(build(arch, (3,), 2), (3,), "same-arch")
+    assert digits["params"] == 64 * 8 + 8 + 8 * 10 + 10 == 610
+    assert small["params"] == 3 * 8 + 8 + 8 * 2 + 2 == 50
+    assert static_metrics(build(arch, (3,), 10), (3,), "same-arch")["params"] == 3 * 8 + 8 + 8 * 10 + 10
 
 
 def test_every_metric_has_direction_and_unit() -> None:

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from automl_nn.errors import ConfigError
-from automl_nn.nn.blocks import ACTIVATIONS, FAMILIES, BasicBlock, Reshape
-from automl_nn.nn.model import build
+from automl_nn.nn import BasicBlock, Reshape, build
 from automl_nn.spec import ArchSpec
+from automl_nn.vocab import ACTIVATIONS, FAMILIES
 
 IMAGE = (1, 8, 8)
 # One sample shape per layout a family can claim: vector, sequence, grey and colour image, volume.

@@ -45,7 +45,7 @@ def test_batched_attribute_writes_use_surface_that_still_exists() -> None:
 
 
 def test_pareto_front_helper_still_exists() -> None:
-    # pruning.pareto_front: the helper study.best_trials itself uses, on trials already read
+    # record.front: the helper study.best_trials itself uses, on trials already read
     from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
 
     assert list(inspect.signature(_get_pareto_front_trials_by_trials).parameters) == [

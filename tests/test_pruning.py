@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,24 +11,27 @@ import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
+from typer.testing import CliRunner
 
 from automl_nn import pruning
 from automl_nn.config import PrunerConfig, resolve
 from automl_nn.errors import ConfigError
 from automl_nn.results.summary import pruning_summary
-from automl_nn.study import count_done, front, open_storage, open_study
+from automl_nn.storage import record
+from automl_nn.storage.backends import open_storage
+from automl_nn.study import count_done, front, open_study
+from tests.conftest import run
 
 MO = ["maximize", "minimize"]  # accuracy, params
 
 
 def _record(trial: optuna.Trial, params: float, curve: Sequence[float], epochs: int) -> None:
     """What TrialRunner stores: static metrics first, then one `epoch{k}` record per epoch."""
-    trial.set_user_attr("params", params)
-    trial.set_user_attr("candidate", {"train": {"epochs": epochs}})
+    record.write_candidate(trial, {"train": {"epochs": epochs}}, trial.number)
+    record.write_metrics(trial, {"params": params})
     for k, acc in enumerate(curve, start=1):
-        trial.set_user_attr(f"epoch{k}", {"epoch": k, "train_loss": 1.0, "val_loss": 1.0 - acc,
-                                          "val_accuracy": acc, "seconds": 0.5})
-    trial.set_user_attr("epochs_trained", len(curve))
+        record.write_epoch(trial, k, {"epoch": k, "train_loss": 1.0, "val_loss": 1.0 - acc,
+                                      "val_accuracy": acc, "seconds": 0.5})
 
 
 def _finished(study: optuna.Study, params: float, curve: Sequence[float], *, epochs: int = 4,
@@ -119,7 +123,10 @@ def test_the_decision_comes_from_storage_so_it_holds_across_workers(tmp_path: Pa
 
 
 def _constrained(trial: optuna.Trial, violation: float) -> None:
+    """What the runner stores for a limit: the constraint, and the infeasible record when over it."""
     trial.set_constraint("max_params", violation)
+    if violation > 0:
+        record.write_infeasible(trial, [f"params over max_params by {violation:.0%}"])
 
 
 def test_pruned_and_infeasible_trials_are_never_on_the_front(tmp_path: Path) -> None:
@@ -134,9 +141,8 @@ def test_pruned_and_infeasible_trials_are_never_on_the_front(tmp_path: Path) -> 
     _record(pruned, 100.0, [0.99], epochs=2)
     study.tell(pruned, state=TrialState.PRUNED)
     infeasible = study.ask()  # placeholder values that would dominate, but over max_params
+    record.write_candidate(infeasible, {"train": {"epochs": 2}}, infeasible.number)
     _constrained(infeasible, 1.0)
-    infeasible.set_user_attr("epochs_trained", 0)
-    infeasible.set_user_attr("candidate", {"train": {"epochs": 2}})
     study.tell(infeasible, [1.0, 1.0])
     assert [t.number for t in front(study)] == [0]
     assert count_done(study) == 2  # infeasible candidates do not use up --trials
@@ -237,14 +243,24 @@ def test_front_from_read_trials_is_optunas_best(directions: list[str]) -> None:
     rng = np.random.default_rng(0)
     for number in range(40):
         trial = study.ask()
-        excess = float(rng.uniform(-1.0, 0.3))
-        trial.set_constraint("max_params", excess)
+        _constrained(trial, float(rng.uniform(-1.0, 0.3)))
         values = [float(v) for v in rng.integers(0, 6, len(directions))]  # ties on purpose
         study.tell(trial, values if number % 7 else None,
                    state=TrialState.COMPLETE if number % 7 else TrialState.PRUNED)
-    best = pruning.pareto_front(study.get_trials(deepcopy=False), study.directions)
+    best = record.front(study.get_trials(deepcopy=False), study.directions)
     if len(directions) > 1:
         assert sorted(t.number for t in best) == sorted(t.number for t in study.best_trials)
     else:
         assert [t.values for t in best] == [study.best_trial.values]
-    assert not any(pruning.is_infeasible(t) for t in best)
+    assert not any(record.is_infeasible(t) for t in best)
+
+
+def test_constraints_on_a_regression_study_close_trials_with_regression_placeholders(cli: CliRunner) -> None:
+    """`--max-params 5` on `sin`: every candidate is over the limit, none fails (no KeyError 'mse')."""
+    code, output = run(cli, "search", "--dataset", "sin?size=64", "--max-params", "5", "--trials", "2",
+                       "--epochs", "1", "--study-name", "r", "--seed", "0")
+    assert code == 2 and "were all over the constraints" in output, output
+    trials = optuna.load_study(study_name="r", storage="sqlite:///automl-nn.db").trials
+    assert trials and all(t.state == TrialState.COMPLETE and record.is_infeasible(t) for t in trials)
+    mse, params = trials[0].values
+    assert params > 5 and mse > 0 and math.isfinite(mse)  # the error of predicting the mean

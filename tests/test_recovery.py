@@ -17,9 +17,10 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from automl_nn.config import resolve
-from automl_nn.errors import StorageUnavailable
+from automl_nn.errors import ConfigError, StorageUnavailable
 from automl_nn.storage import recovery
-from automl_nn.study import open_storage, open_study
+from automl_nn.storage.backends import open_storage
+from automl_nn.study import open_study
 
 CONFIG = resolve({"study_name": "r", "objectives": ["accuracy"]})
 
@@ -171,7 +172,7 @@ def test_heartbeat_defaults_are_safe_and_env_is_validated(monkeypatch: pytest.Mo
     beat = recovery.heartbeat_settings()
     assert beat.safe and beat.grace >= recovery.BUSY_TIMEOUT_S + 2 * beat.interval
     monkeypatch.setenv(recovery.INTERVAL_ENV, "zero")
-    with pytest.raises(ValueError, match="whole number of seconds"):
+    with pytest.raises(ConfigError, match="whole number of seconds"):
         recovery.heartbeat_settings()
 
 

@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 from automl_nn.results import report
+from automl_nn.storage import record
 from tests.browser import browser_context, is_real_png
 from tests.fake_study import DISTRIBUTIONS, make_study
 
@@ -57,7 +58,7 @@ def test_hypervolume_is_a_fraction_of_the_reference_box() -> None:
     study.set_metric_names(["accuracy", "params"])
     for values in ([0.5, 100.0], [1.0, 200.0]):
         study.add_trial(optuna.trial.create_trial(values=values))
-    data = report.collect(study)
+    data = report.read_report(study)
     # reference (0.45, 210), ideal (1.0, 100): box 0.55 * 110; front covers
     # (1.0-0.45)*(210-200) + (0.5-0.45)*(200-100) by hand
     expected = (0.55 * 10 + 0.05 * 100) / (0.55 * 110)
@@ -72,9 +73,9 @@ def test_infeasible_trials_are_left_out_of_every_plot() -> None:
     study = make_study(optuna.storages.InMemoryStorage(), n=12)
     trial = study.ask(DISTRIBUTIONS)
     trial.set_constraint("max_flops", 3.0)
-    trial.set_user_attr("infeasible", "flops 4e+06 > max_flops 1e+06")
+    record.write_infeasible(trial, ["flops 4e+06 > max_flops 1e+06"])
     study.tell(trial, [0.0, 10.0])  # the cheapest trial: on the front if it counted
-    data = report.collect(study)
+    data = report.read_report(study)
     assert trial.number not in [p.number for p in data.points]
     assert len(data.points) == 12 and trial.number not in data.front
     figs = report.figures(data)
@@ -86,7 +87,7 @@ def test_single_objective_study_gets_notes_not_plots() -> None:
     study = optuna.create_study(direction="maximize")
     study.set_metric_names(["accuracy"])
     study.add_trial(optuna.trial.create_trial(value=0.7, user_attrs={"accuracy": 0.7}))
-    data = report.collect(study)
+    data = report.read_report(study)
     figs = report.figures(data)
     assert "pareto" not in figs and "hypervolume" not in figs and "history" in figs
     page = report.render_html(data, figs)

@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from automl_nn.study import open_storage
+from automl_nn.storage.backends import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 M = 25  # trials per worker

@@ -3,7 +3,7 @@ import pytest
 
 from automl_nn.config import resolve
 from automl_nn.errors import ConfigError
-from automl_nn.nn.model import build
+from automl_nn.nn import build
 from automl_nn.space import describe, grid, layer_name, restrict_families, sample, trial_names
 from automl_nn.spec import Candidate
 

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from automl_nn.storage import recovery
-from automl_nn.study import open_storage
+from automl_nn.storage.backends import open_storage
 from tests.conftest import run
 
 ROOT = Path(__file__).resolve().parents[1]

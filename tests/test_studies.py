@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from automl_nn.config import SMOKE_SUFFIX, load_file, resolve
-from automl_nn.data.catalog import DATASETS, load, shrink
+from automl_nn.data.catalog import DATASETS, load, subsample
 from tests.conftest import run
 
 FILES = sorted(Path(__file__).parent.parent.joinpath("studies").glob("*.yaml"))
@@ -108,9 +108,9 @@ def test_a_smoke_run_starts_over(cli: CliRunner, tmp_path: Path) -> None:
     assert study.user_attrs["config"]["space"]["epochs"] == 1
 
 
-def test_shrink_keeps_a_fixed_subset_of_each_split() -> None:
+def test_subsample_keeps_a_fixed_subset_of_each_split() -> None:
     bundle = load("digits")
-    small = shrink(bundle, 100)
+    small = subsample(bundle, 100)
     assert (small.n_train, len(small.y_val), len(small.y_test)) == (100, 50, 50)
-    assert torch.equal(shrink(bundle, 100).x_train, small.x_train)
+    assert torch.equal(subsample(bundle, 100).x_train, small.x_train)
     assert torch.equal(small.mean, bundle.mean)

@@ -8,7 +8,8 @@ import pytest
 
 from automl_nn.config import resolve
 from automl_nn.errors import StorageError
-from automl_nn.study import count_done, front, open_storage, open_study
+from automl_nn.storage.backends import open_storage
+from automl_nn.study import count_done, front, open_study
 
 
 def _url(path: Path) -> str:

@@ -8,12 +8,11 @@ import torch
 
 from automl_nn.data.catalog import DataBundle, bundle_from_arrays, load, split_indices
 from automl_nn.errors import NonFiniteError
-from automl_nn.nn.blocks import ACTIVATIONS, INITIALIZERS, init_weights
-from automl_nn.nn.losses import LOSSES
-from automl_nn.nn.model import build
-from automl_nn.nn.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from automl_nn.nn import build, init_weights
+from automl_nn.nn.optim import make_optimizer, make_schedule
 from automl_nn.spec import ArchSpec, TrainSpec
 from automl_nn.train import evaluate, fit, prepared, seed_everything, weight_penalty
+from automl_nn.vocab import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
 
 
 def _train(

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from automl_nn.storage import recovery, verify
-from automl_nn.study import open_storage
+from automl_nn.storage.backends import open_storage
 from tests.conftest import file_hash, run
 
 SEARCH = ["search", "--dataset", "digits", "--family", "linear", "--depth", "1", "--width", "4",

@@ -9,11 +9,12 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from automl_nn import study as study_mod
 from automl_nn import workers
 from automl_nn.config import resolve
 from automl_nn.errors import ConfigError, StorageError
-from automl_nn.study import open_storage, open_study
+from automl_nn.storage import backends
+from automl_nn.storage.backends import open_storage
+from automl_nn.study import open_study
 from automl_nn.trial import is_out_of_memory
 from tests.conftest import TINY, run
 
@@ -69,7 +70,7 @@ def test_journal_url_forms(tmp_path: Path) -> None:
     for url in (f"journal:{tmp_path}/a.log", f"journal:///{tmp_path}/b.log", f"{tmp_path}/c.jsonl"):
         storage = open_storage(url)
         assert isinstance(storage, optuna.storages.JournalStorage), url
-    assert study_mod.journal_path("sqlite:///x.log") is None
+    assert backends.journal_path("sqlite:///x.log") is None
 
 
 def test_worker_joins_a_study_from_its_stored_config(cli: CliRunner, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
@@ -27,16 +27,12 @@ from automl_nn.accel import PLAIN, Runtime
 from automl_nn.analysis.questions import MISSING, Predictions, TrialInfo
 from automl_nn.data.catalog import DataBundle
 from automl_nn.errors import StorageError
-from automl_nn.storage import recovery
-from automl_nn.storage.artifacts import sha256_file
+from automl_nn.storage import artifacts, record
+from automl_nn.storage.record import TrialRecord
 from automl_nn.train import EpochResult, Evaluation, evaluate
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_ATTR = "predictions_artifact"
-HASH_ATTR = "predictions_sha256"
-LABELS_ATTR = "labels_artifact"
-LABELS_HASH_ATTR = "labels_sha256"
 SPLITS = ("val", "test")
 
 
@@ -84,20 +80,11 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _upload(target: optuna.Trial | optuna.Study, arrays: dict[str, np.ndarray], name: str,
-            store: FileSystemArtifactStore) -> tuple[str, str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(npz_bytes(arrays))
-        artifact_id = upload_artifact(artifact_store=store, file_path=str(path),
-                                      study_or_trial=target, mimetype="application/octet-stream")
-        return artifact_id, sha256_file(path)
-
-
 def save_predictions(trial: optuna.Trial, recorder: Recorder, store: FileSystemArtifactStore) -> None:
     """Upload the trial's predictions and record the artifact id and its SHA-256."""
-    artifact_id, digest = _upload(trial, recorder.arrays(), f"trial{trial.number}-predictions.npz", store)
-    recovery.set_user_attrs(trial, {ARTIFACT_ATTR: artifact_id, HASH_ATTR: digest})
+    artifact_id, digest = artifacts.upload(trial, npz_bytes(recorder.arrays()),
+                                           f"trial{trial.number}-predictions.npz", store)
+    record.write_artifact(trial, record.PREDICTIONS, artifact_id, digest)
 
 
 def save_labels(study: optuna.Study, bundle: DataBundle, store: FileSystemArtifactStore) -> None:
@@ -105,9 +92,9 @@ def save_labels(study: optuna.Study, bundle: DataBundle, store: FileSystemArtifa
     dtype = class_dtype(bundle.n_outputs)
     arrays = {"val_labels": bundle.y_val.cpu().numpy().astype(dtype),
               "test_labels": bundle.y_test.cpu().numpy().astype(dtype)}
-    artifact_id, digest = _upload(study, arrays, "labels.npz", store)
-    study.set_user_attr(LABELS_ATTR, artifact_id)
-    study.set_user_attr(LABELS_HASH_ATTR, digest)
+    artifact_id, digest = artifacts.upload(study, npz_bytes(arrays), "labels.npz", store)
+    study.set_user_attr(record.LABELS.id_key, artifact_id)
+    study.set_user_attr(record.LABELS.hash_key, digest)
 
 
 def fetch(artifact_id: str, expected_sha256: str, store: FileSystemArtifactStore,
@@ -121,10 +108,7 @@ def fetch(artifact_id: str, expected_sha256: str, store: FileSystemArtifactStore
             raise StorageError(f"{what}: artifact {artifact_id} is missing from the artifact store "
                                f"{getattr(store, '_base_path', '')}. Keep the `<storage>-artifacts` "
                                "directory beside the storage file.") from None
-        actual = sha256_file(path)
-        if actual != expected_sha256:
-            raise StorageError(f"{what}: SHA-256 {actual[:16]}... does not match the recorded "
-                               f"{expected_sha256[:16]}...; the file was changed or corrupted.")
+        artifacts.check_hash(path, expected_sha256, what)
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
 
@@ -133,42 +117,32 @@ def fetch(artifact_id: str, expected_sha256: str, store: FileSystemArtifactStore
 
 
 def trial_info(trial: FrozenTrial, split: str) -> TrialInfo:
-    """What analysis needs of a trial besides its predictions (all from its user attributes)."""
-    attrs = trial.user_attrs
-    arch = attrs.get("candidate", {}).get("arch", {})
-    curve: list[float] = []
-    while isinstance(epoch := attrs.get(f"epoch{len(curve) + 1}"), dict):
-        curve.append(float(epoch["val_accuracy"]))
-    final = attrs.get("accuracy" if split == "val" else "test_accuracy")
-    costs = {name: float(attrs[name]) for name in ("params", "memory", "ops", "flops", "train_time")
-             if isinstance(attrs.get(name), int | float)}
+    """What analysis needs of a trial besides its predictions (all from its record)."""
+    rec = TrialRecord.of(trial)
+    arch = rec.arch
+    final = rec.metrics if split == "val" else rec.test
+    costs = {name: value for name, value in rec.metrics.items()
+             if name in ("params", "memory", "ops", "flops", "train_time")}
+    nan = float("nan")
     return TrialInfo(number=trial.number, family=str(arch.get("family", "?")),
-                     activation=str(arch.get("activation", "?")), costs=costs, val_curve=curve,
-                     val_accuracy=_float(attrs.get("accuracy")), split_accuracy=_float(final))
+                     activation=str(arch.get("activation", "?")), costs=costs,
+                     val_curve=[float(e["val_accuracy"]) for e in rec.epochs],
+                     val_accuracy=rec.metrics.get("accuracy", nan),
+                     split_accuracy=final.get("accuracy", nan))
 
 
-def _float(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) else float("nan")
-
-
-def analysable_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials that trained (trials over a constraint are COMPLETE but never trained)."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if "infeasible" not in t.user_attrs]
-
-
-def collect(study: optuna.Study, store: FileSystemArtifactStore | None,
-            split: str) -> tuple[list[TrialInfo], Predictions | None]:
-    """Every analysable trial, and the predictions of those that kept them (None if none did)."""
-    trials = analysable_trials(study)
+def read_predictions(study: optuna.Study, store: FileSystemArtifactStore | None,
+                     split: str) -> tuple[list[TrialInfo], Predictions | None]:
+    """Every trained complete trial, and the predictions of those that kept them (None if none did)."""
+    trials = record.trained(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     infos = [trial_info(t, split) for t in trials]
-    kept = [i for i, t in enumerate(trials) if ARTIFACT_ATTR in t.user_attrs]
-    if not kept or store is None or LABELS_ATTR not in study.user_attrs:
+    where = {i: w for i, t in enumerate(trials) if (w := record.artifact_of(t, record.PREDICTIONS))}
+    kept = sorted(where)
+    if not kept or store is None or record.LABELS.id_key not in study.user_attrs:
         return infos, None
-    labels = fetch(study.user_attrs[LABELS_ATTR], study.user_attrs[LABELS_HASH_ATTR], store,
-                   f'labels of study "{study.study_name}"')[f"{split}_labels"]
-    per_trial = [fetch(trials[i].user_attrs[ARTIFACT_ATTR], trials[i].user_attrs[HASH_ATTR], store,
-                       f"predictions of trial {trials[i].number}") for i in kept]
+    labels = fetch(study.user_attrs[record.LABELS.id_key], study.user_attrs[record.LABELS.hash_key],
+                   store, f'labels of study "{study.study_name}"')[f"{split}_labels"]
+    per_trial = [fetch(*where[i], store, f"predictions of trial {trials[i].number}") for i in kept]
     return infos, stack(kept, [a[f"{split}_pred"] for a in per_trial],
                         [a[f"{split}_conf"] for a in per_trial], labels,
                         int(study.user_attrs.get("data", {}).get("n_outputs", int(labels.max()) + 1)))

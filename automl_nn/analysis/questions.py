@@ -1,6 +1,6 @@
-"""Cross-trial analysis: the ten questions of seed 000, answered for any classification study.
+"""Cross-trial analysis: the ten questions of the 1001-networks study, answered for any classification study.
 
-Seed 000 treats trained networks as students sitting an exam several times (once per epoch) and
+the 1001-networks study treats trained networks as students sitting an exam several times (once per epoch) and
 asks questions across all of them. Every function here is pure: it takes numpy arrays (predicted
 class per trial x epoch x sample, labels, per-trial metadata) and returns plain data (dicts, lists
 of numbers), so each answer is tested on hand-built arrays and serialized to JSON as it is.
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-THRESHOLDS = (0.80, 0.90, 0.95, 0.99, 1.00)  # seed 000's table of attempts
+THRESHOLDS = (0.80, 0.90, 0.95, 0.99, 1.00)  # The 1001-networks study's table of attempts
 GOLD_FLOOR = 0.80  # a "good student": at least this at every attempt
 GOLD_TOP = 0.98  # a gold star: good, and at least this at the last attempt
 WEIRD_SHARE = 0.9  # more than this share of trials give the same wrong answer
@@ -28,7 +28,7 @@ LABEL_ERROR_CONFIDENCE = 0.8  # ...with at least this mean confidence: the label
 EARLY_QUANTILE = 0.25  # "poor early": early accuracy in the bottom quarter of trials
 LATE_QUANTILE = 0.75  # "good late": last accuracy in the top quarter
 LIST_LIMIT = 200  # samples listed per kind in the JSON (the counts are always complete)
-COSTS = ("train_time", "params", "memory", "ops")  # questions 3 to 6, in the seed's order
+COSTS = ("train_time", "params", "memory", "ops")  # questions 3 to 6, in the study's order
 ENSEMBLE_COSTS = ("params", "memory", "train_time")
 MISSING = -1  # predicted class of an epoch a trial did not train
 EPS = 1e-9  # accuracies are ratios of counts; 0.8 must count as >= 80%

@@ -20,12 +20,12 @@ import numpy as np
 from automl_nn.data import files, synthetic, vision
 from automl_nn.data.arrays import RawData
 from automl_nn.data.prepare import SPLIT_SEED as SPLIT_SEED
-from automl_nn.data.prepare import TASKS, Preprocess, build
+from automl_nn.data.prepare import TASKS, Preprocess, make_bundle
 from automl_nn.data.prepare import DataBundle as DataBundle
 from automl_nn.data.prepare import bundle_from_arrays as bundle_from_arrays
 from automl_nn.data.prepare import channel_stats as channel_stats
 from automl_nn.data.prepare import split_indices as split_indices
-from automl_nn.errors import ConfigError, suggest
+from automl_nn.errors import ConfigError, unknown_name
 from automl_nn.registry import Registry
 
 Shape = tuple[int, ...]
@@ -156,9 +156,8 @@ def _check_options(
     out = []
     for key in sorted(given):
         if key not in valid:
-            listed = ", ".join(f"{k} ({o.help})" for k, o in valid.items())
-            raise ConfigError(f"{where}: {spec.name} has no option {key!r}.{suggest(key, valid)} "
-                              f"Valid options: {listed}.")
+            raise unknown_name(f"{spec.name} option", key, valid, where,
+                               shown=[f"{k} ({o.help})" for k, o in valid.items()])
         value = _coerce(given[key], valid[key], f"{where}.{key}")
         if value != valid[key].default:
             out.append((key, value))
@@ -237,7 +236,7 @@ def on_device(bundle: DataBundle, device: Any) -> DataBundle:
     return _ON_DEVICE[key][1]
 
 
-def shrink(bundle: DataBundle, n_train: int, n_eval: int | None = None) -> DataBundle:
+def subsample(bundle: DataBundle, n_train: int, n_eval: int | None = None) -> DataBundle:
     """A smaller bundle: `n_train` training samples, `n_eval` (default n_train // 2) in val and test.
 
     Samples are a fixed random subset of each split (the same every run); the normalization
@@ -264,7 +263,7 @@ def _load(spec: DataSpec, data_dir: str | None) -> DataBundle:
         raw = DATASETS.get(spec.name).load(options, data_dir)
     pre = Preprocess(task=common["task"], oversample=bool(common["oversample"]),  # type: ignore[arg-type]
                      pca=common["pca"], train_size=common["train_size"])  # type: ignore[arg-type]
-    return build(spec.to_string(), raw, pre)
+    return make_bundle(spec.to_string(), raw, pre)
 
 
 def listing(data_dir: str | None = None) -> list[dict[str, Any]]:
@@ -320,7 +319,7 @@ def _generator(fn: Callable[..., RawData]) -> Callable[[dict[str, Any], str | No
 DATASETS.add("gaussian-mixture", DatasetInfo(
     load=_generator(synthetic.gaussian_mixture),
     description="one Gaussian per class, means `separation` apart per dimension; balanced test set "
-                "of size/4 (seed 002)",
+                "of size/4 (atomic experiments)",
     task="classification", shape=(12,), size=1250, source="synthetic",
     options=_sized(1000, 1.0,
                    dim=Option("int", 12, "dimensions", minimum=1),
@@ -334,28 +333,28 @@ DATASETS.add("gaussian-mixture", DatasetInfo(
                    rotate=Option("bool", False, "random rotation of all features")),
 ), aliases=("gaussians",))
 DATASETS.add("two-moons", DatasetInfo(
-    load=_generator(synthetic.two_moons), description="two interleaved half circles (seed 002)",
+    load=_generator(synthetic.two_moons), description="two interleaved half circles (atomic experiments)",
     task="classification", shape=(2,), size=1000, source="synthetic", options=_sized(1000, 0.1),
 ), aliases=("moons",))
 DATASETS.add("alternating-line", DatasetInfo(
     load=_generator(synthetic.alternating_line),
-    description="points on [-1, 1] in `segments` pieces of alternating class (seed 002)",
+    description="points on [-1, 1] in `segments` pieces of alternating class (atomic experiments)",
     task="classification", shape=(1,), size=1000, source="synthetic",
     options=_sized(1000, 0.0, segments=Option("int", 16, "alternating pieces", minimum=2)),
 ))
 DATASETS.add("sin", DatasetInfo(
-    load=_generator(synthetic.sine), description="y = sin(frequency x), x on [-1, 1] (seed 002)",
+    load=_generator(synthetic.sine), description="y = sin(frequency x), x on [-1, 1] (atomic experiments)",
     task="regression", shape=(1,), size=200, source="synthetic",
     options=_sized(200, 0.0, frequency=Option("float", 12.0, "angular frequency")),
 ), aliases=("sine",))
 DATASETS.add("polynomial", DatasetInfo(
     load=_generator(synthetic.polynomial),
-    description="y = sum c_i x^i, x on [-1, 1] (seed 002: 0,-2,1,1,-2)",
+    description="y = sum c_i x^i, x on [-1, 1] (the atomic experiments: 0,-2,1,1,-2)",
     task="regression", shape=(1,), size=200, source="synthetic",
     options=_sized(200, 0.0, coefficients=Option("floats", (0.0, -2.0, 1.0, 1.0, -2.0),
                                                   "c0,c1,... lowest power first")),
 ), aliases=("poly",))
 DATASETS.add("abs", DatasetInfo(
-    load=_generator(synthetic.absolute), description="y = |x|, x on [-1, 1] (seed 002)",
+    load=_generator(synthetic.absolute), description="y = |x|, x on [-1, 1] (atomic experiments)",
     task="regression", shape=(1,), size=200, source="synthetic", options=_sized(200, 0.0),
 ))

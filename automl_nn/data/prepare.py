@@ -138,13 +138,13 @@ def bundle_from_arrays(
 ) -> DataBundle:
     """Split a labelled classification array set into a DataBundle."""
     raw = RawData(x, y, task="classification", class_names=class_names, val_fraction=val_fraction)
-    return build(name, raw, Preprocess(), test_fraction)
+    return make_bundle(name, raw, Preprocess(), test_fraction)
 
 
 # ---- the one path from RawData to a bundle -------------------------------------------------------
 
 
-def build(name: str, raw: RawData, pre: Preprocess, test_fraction: float = 0.2) -> DataBundle:
+def make_bundle(name: str, raw: RawData, pre: Preprocess, test_fraction: float = 0.2) -> DataBundle:
     """Validate `raw`, settle its task, split it, preprocess it and make tensors."""
     x, x_test = _features(name, raw.x, "x"), None if raw.x_test is None else _features(name, raw.x_test,
                                                                                        "x_test")

@@ -1,4 +1,4 @@
-"""Synthetic datasets of seed 002's atomic experiments, generated from a seed (pure NumPy).
+"""Synthetic datasets of the atomic experiments' atomic experiments, generated from a seed (pure NumPy).
 
 Every generator takes `size` (samples), `noise` and `seed`, and returns RawData; the same
 arguments always give the same arrays. Options and their defaults are declared in `data.py`.
@@ -13,7 +13,7 @@ import numpy as np
 
 from automl_nn.data.arrays import RawData
 
-DUMMY_SCALE = 0.01  # dummy dimensions carry almost no variance (seed 002, PCA experiment)
+DUMMY_SCALE = 0.01  # dummy dimensions carry almost no variance (the atomic experiments, PCA experiment)
 
 
 def class_counts(size: int, classes: int, imbalance: float) -> list[int]:
@@ -44,7 +44,7 @@ def gaussian_mixture(
     """One isotropic Gaussian (std `noise`) per class, means `separation` apart per dimension.
 
     The training pool has `size` samples with the requested imbalance; the test set (size // 4)
-    is always balanced, as in seed 002, so accuracies stay comparable across imbalance ratios.
+    is always balanced, as in the atomic experiments, so accuracies stay comparable across imbalance ratios.
     `dummy_dims` adds near-constant features and `rotate` hides them behind a random rotation.
     """
     rng = np.random.default_rng(seed)
@@ -90,7 +90,7 @@ def two_moons(*, size: int, noise: float, seed: int) -> RawData:
 def alternating_line(*, size: int, noise: float, seed: int, segments: int) -> RawData:
     """Points on [-1, 1] cut into `segments` equal pieces whose classes alternate (0, 1, 0, ...).
 
-    Seed 002's problem that is easier for deep networks: the label flips `segments - 1` times.
+    the atomic experiments' problem that is easier for deep networks: the label flips `segments - 1` times.
     `noise` is the std of a jitter added to x after labelling, so it blurs the boundaries.
     """
     rng = np.random.default_rng(seed)

@@ -1,13 +1,15 @@
-"""Optimizers and learning-rate schedules, each with capability flags that decide which of its
-knobs a search samples (momentum only where the optimizer has it, gamma only for decaying schedules).
+"""Optimizers and learning-rate schedules under the names of `vocab.OPTIMIZERS` / `vocab.SCHEDULES`.
+
+Their capability flags (momentum only where the optimizer has it, gamma only for decaying schedules)
+live in the vocabulary, so the search space knows them without torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
+from torch.optim import lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
 
 from automl_nn.registry import Registry
@@ -16,16 +18,8 @@ from automl_nn.spec import TrainSpec
 Params = Iterable[torch.nn.Parameter]
 
 
-@dataclass(frozen=True)
-class OptimizerInfo:
-    """How to make an optimizer from a TrainSpec, and which TrainSpec fields it uses.
-
-    Every optimizer takes `weight_decay` (L2 applied by the optimizer; decoupled for adamw).
-    """
-
-    make: Callable[[Params, TrainSpec], torch.optim.Optimizer]
-    has_momentum: bool
-    has_nesterov: bool = False
+# Every optimizer takes `weight_decay` (L2 applied by the optimizer; decoupled for adamw).
+MakeOptimizer = Callable[[Params, TrainSpec], torch.optim.Optimizer]
 
 
 def _sgd(params: Params, s: TrainSpec) -> torch.optim.Optimizer:
@@ -35,22 +29,19 @@ def _sgd(params: Params, s: TrainSpec) -> torch.optim.Optimizer:
                            weight_decay=s.weight_decay)
 
 
-OPTIMIZERS: Registry[OptimizerInfo] = Registry("optimizer")
-OPTIMIZERS.add("adam", OptimizerInfo(
-    lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay), False))
-OPTIMIZERS.add("sgd", OptimizerInfo(_sgd, True, True))
-OPTIMIZERS.add("adamw", OptimizerInfo(
-    lambda p, s: torch.optim.AdamW(p, lr=s.lr, weight_decay=s.weight_decay), False))
-OPTIMIZERS.add("adadelta", OptimizerInfo(
-    lambda p, s: torch.optim.Adadelta(p, lr=s.lr, weight_decay=s.weight_decay), False))
-OPTIMIZERS.add("rmsprop", OptimizerInfo(
-    lambda p, s: torch.optim.RMSprop(p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay),
-    True))
+OPTIMIZER_FACTORIES: Registry[MakeOptimizer] = Registry("optimizer")
+OPTIMIZER_FACTORIES.add("adam", lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay))
+OPTIMIZER_FACTORIES.add("sgd", _sgd)
+OPTIMIZER_FACTORIES.add("adamw", lambda p, s: torch.optim.AdamW(p, lr=s.lr, weight_decay=s.weight_decay))
+OPTIMIZER_FACTORIES.add("adadelta",
+                        lambda p, s: torch.optim.Adadelta(p, lr=s.lr, weight_decay=s.weight_decay))
+OPTIMIZER_FACTORIES.add("rmsprop", lambda p, s: torch.optim.RMSprop(
+    p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay))
 
 
 def make_optimizer(params: Params, spec: TrainSpec) -> torch.optim.Optimizer:
     """The optimizer `spec.optimizer` over `params`."""
-    return OPTIMIZERS.get(spec.optimizer, "train.optimizer").make(params, spec)
+    return OPTIMIZER_FACTORIES.get(spec.optimizer, "train.optimizer")(params, spec)
 
 
 # ---- learning-rate schedules ---------------------------------------------------------------------
@@ -58,38 +49,22 @@ def make_optimizer(params: Params, spec: TrainSpec) -> torch.optim.Optimizer:
 MakeSchedule = Callable[[torch.optim.Optimizer, TrainSpec, int], LRScheduler | None]
 
 
-@dataclass(frozen=True)
-class ScheduleInfo:
-    """How to make a schedule (given the steps per epoch) and when it steps.
-
-    `per_step` schedules step after every batch, the others after every epoch.
-    """
-
-    make: MakeSchedule
-    per_step: bool = False
-    uses_gamma: bool = False
-    uses_step: bool = False
-
-
 def _onecycle(opt: torch.optim.Optimizer, s: TrainSpec, steps: int) -> LRScheduler:
     # cycle_momentum off: cycling would overwrite the searched momentum (and Adadelta has none).
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=max(1, s.epochs * steps),
+    return lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=max(1, s.epochs * steps),
                                                cycle_momentum=False)
 
 
-SCHEDULES: Registry[ScheduleInfo] = Registry("schedule")
-SCHEDULES.add("none", ScheduleInfo(lambda opt, s, steps: None))
-SCHEDULES.add("step", ScheduleInfo(
-    lambda opt, s, steps: torch.optim.lr_scheduler.StepLR(opt, s.lr_step, s.lr_gamma),
-    uses_gamma=True, uses_step=True))
-SCHEDULES.add("exponential", ScheduleInfo(
-    lambda opt, s, steps: torch.optim.lr_scheduler.ExponentialLR(opt, s.lr_gamma), uses_gamma=True))
-SCHEDULES.add("cosine", ScheduleInfo(
-    lambda opt, s, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, s.epochs))))
-SCHEDULES.add("onecycle", ScheduleInfo(_onecycle, per_step=True))
+# when each steps (per batch or per epoch) is `vocab.SCHEDULES[name].per_step`
+SCHEDULE_FACTORIES: Registry[MakeSchedule] = Registry("schedule")
+SCHEDULE_FACTORIES.add("none", lambda opt, s, steps: None)
+SCHEDULE_FACTORIES.add("step", lambda opt, s, steps: lr_scheduler.StepLR(opt, s.lr_step, s.lr_gamma))
+SCHEDULE_FACTORIES.add("exponential", lambda opt, s, steps: lr_scheduler.ExponentialLR(opt, s.lr_gamma))
+SCHEDULE_FACTORIES.add("cosine", lambda opt, s, steps: lr_scheduler.CosineAnnealingLR(opt, max(1, s.epochs)))
+SCHEDULE_FACTORIES.add("onecycle", _onecycle)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, spec: TrainSpec,
                   steps_per_epoch: int) -> LRScheduler | None:
     """The schedule `spec.schedule` over `optimizer`, or None for a constant learning rate."""
-    return SCHEDULES.get(spec.schedule, "train.schedule").make(optimizer, spec, steps_per_epoch)
+    return SCHEDULE_FACTORIES.get(spec.schedule, "train.schedule")(optimizer, spec, steps_per_epoch)

@@ -1,10 +1,10 @@
-"""One factor at a time from a baseline (seed 004's method): `automl-nn ablate STUDY`.
+"""One factor at a time from a baseline (the MNIST parameters study's method): `automl-nn ablate STUDY`.
 
 The baseline is a trial of the study: the one `--trial` names, else the knee of the front (the
 best trial of a single-objective study). Each factor is a parameter the baseline trial sampled;
 it is varied alone over the range the study gave it (every option of a choice; `points` values of
 a range, log-spaced when the range is log) while every other parameter keeps the baseline's value,
-and each variant is trained as a trial would be (`export.train_candidate`: same seed, same data).
+and each variant is trained as a trial would be (`trial.train_candidate`: same seed, same data).
 A parameter that only applies at a variant (momentum once the optimizer is sgd) takes a neutral
 value: the vocabulary default when the study's range holds it, else the middle of the range.
 
@@ -33,16 +33,19 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from plotly.subplots import make_subplots
 
 from automl_nn import space
 from automl_nn.accel import AccelConfig
 from automl_nn.config import RULES, Choice, Range, SpaceConfig, parse_space
-from automl_nn.errors import TrialFailure, UsageError, suggest
-from automl_nn.results import decide, report
-from automl_nn.results.export import train_candidate
+from automl_nn.errors import TrialFailure, UsageError, unknown_name
+from automl_nn.results import decide
+from automl_nn.results.page import page
 from automl_nn.spec import Candidate
+from automl_nn.storage import record
+from automl_nn.storage.record import TrialRecord
+from automl_nn.trial import train_candidate
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +97,7 @@ def baseline_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
             raise AblateError(f'study "{study.study_name}" has no complete trial to start from; '
                               "run `automl-nn search` first.")
         return chosen
-    trials = study.get_trials(deepcopy=False)
-    if not 0 <= number < len(trials):
-        raise AblateError(f'study "{study.study_name}" has trials 0..{len(trials) - 1}, but '
-                          f"--trial {number} was given.")
-    trial = trials[number]
-    if trial.state != TrialState.COMPLETE or "infeasible" in trial.user_attrs:
-        raise AblateError(f"trial {number} is {trial.state.name.lower()}"
-                          f"{' and infeasible' if 'infeasible' in trial.user_attrs else ''}; "
-                          "pick a complete, trained trial (see `automl-nn pareto`).")
-    return trial
+    return record.trained_trial(study.get_trials(deepcopy=False), number, study.study_name)
 
 
 def choose_factors(trial: FrozenTrial, names: Sequence[str] | None) -> list[str]:
@@ -116,8 +110,8 @@ def choose_factors(trial: FrozenTrial, names: Sequence[str] | None) -> list[str]
         return searched
     for name in names:
         if name not in trial.distributions:
-            raise AblateError(f'--factors: "{name}" is not a searched parameter of trial '
-                              f"{trial.number}.{suggest(name, searched)} Factors: {', '.join(searched)}.")
+            raise unknown_name(f"factor of trial {trial.number}", name, searched, "--factors",
+                               error=AblateError)
     return list(names)
 
 
@@ -208,7 +202,7 @@ def run_ablation(
     config = study.user_attrs.get("config", {})
     space_config = parse_space(config.get("space", {}))
     base = {**base_trial.params, **(overrides or {})}
-    seed = int(base_trial.user_attrs.get("seed", 0))
+    seed = TrialRecord.of(base_trial).seed or 0
     dataset, data_dir = str(config.get("dataset", "digits")), config.get("data_dir")
     job = _Job(dataset, data_dir, device, stored_accel(config))
     done: dict[str, Variant] = {}
@@ -330,6 +324,6 @@ def write(ablation: Ablation, out: Path) -> tuple[Path, Path]:
             + curves_figure(ablation).to_html(full_html=False, include_plotlyjs=False, div_id="curves")
             + f"<section><h2>Final accuracy per value</h2>{summary_table(ablation)}</section>")
     html_path, json_path = out / "ablate.html", out / "ablate.json"
-    html_path.write_text(report.page(f"automl-nn ablate: {ablation.study}", body), encoding="utf-8")
+    html_path.write_text(page(f"automl-nn ablate: {ablation.study}", body), encoding="utf-8")
     json_path.write_text(json.dumps(ablation.to_dict(), indent=2, default=str) + "\n")
     return html_path, json_path

@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from automl_nn.analysis.questions import COSTS, ENSEMBLE_COSTS
 from automl_nn.errors import UsageError
+from automl_nn.results.page import figure_div, page
 
 GRID_LIMIT = 32  # images in question 8's grid (weird ones first)
 GRID_COLUMNS = 8
@@ -28,7 +29,7 @@ TABLE_LIMIT = 30  # rows per HTML table
 GOLD = "gold stars"  # trace name the browser test reads back
 COST_LABELS = {"train_time": "training time (s)", "params": "parameters", "memory": "memory (bytes)",
                "ops": "ops per forward pass"}
-SECTIONS = (  # figure id, heading: the page's order, the seed's question numbers
+SECTIONS = (  # figure id, heading: the page's order, the study's question numbers
     ("q1-attempts", "1. How did the trials do over their attempts (epochs)?"),
     ("q2-leaders", "2. Which family and which activation lead?"),
     ("q3-6-costs", "3-6. Training time, parameters, memory and ops per family"),
@@ -239,9 +240,6 @@ def figures(answers: dict[str, Any], images: SampleImages | None = None) -> dict
 
 # ---- the page ------------------------------------------------------------------------------------
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
-th{background:#f3f3f3}.note{color:#555}.missing{color:#a33;font-weight:bold}"""
 PREDICTION_QUESTIONS = {"q8_samples": "8 (easy, weird and confusing samples)",
                         "q9_best_per_class": "9 (the best trial per class)",
                         "q10_ensembles": "10 (ensembles)"}
@@ -347,7 +345,6 @@ def _q10_text(q10: dict[str, Any]) -> str:
 def render_html(answers: dict[str, Any], figs: dict[str, go.Figure],
                 names: SampleImages | None = None) -> str:
     """One self-contained page: plotly.js inline, a section per question, notes on what is missing."""
-    from plotly.offline import get_plotlyjs
 
     texts = section_texts(answers, names)
     parts = [f"<h1>Cross-trial analysis: {html.escape(str(answers.get('study', '')))}</h1>",
@@ -359,15 +356,11 @@ def render_html(answers: dict[str, Any], figs: dict[str, go.Figure],
                         "any. Search with --keep-predictions (the default) to answer them.", "missing"))
     parts += [_p(note, "note") for note in answers.get("notes", [])]
     for div_id, title in SECTIONS:
-        body = (figs[div_id].to_html(full_html=False, include_plotlyjs=False, div_id=div_id)
-                if div_id in figs else "")
+        body = figure_div(figs, div_id)
         if body or div_id in texts:
             parts.append(f'<section id="s-{div_id}"><h2>{html.escape(title)}</h2>{body}'
                          f"{texts.get(div_id, '')}</section>")
-    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
-            f"<title>automl-nn analysis: {html.escape(str(answers.get('study', '')))}</title>"
-            f"<style>{CSS}</style><script>{get_plotlyjs()}</script></head><body>{''.join(parts)}"
-            "</body></html>")
+    return page(f"automl-nn analysis: {answers.get('study', '')}", "".join(parts))
 
 
 def write(out_dir: Path, answers: dict[str, Any], images: SampleImages | None = None) -> dict[str, Path]:
@@ -407,12 +400,12 @@ def analyze_study(study: Any, storage_url: str, split: str, out_dir: Path,
 
     from automl_nn.analysis import predictions
     from automl_nn.analysis import questions as analysis
-    from automl_nn.storage import artifacts as weights
+    from automl_nn.storage import artifacts
 
     data = check_classification(study)
-    folder = weights.artifact_dir(storage_url)
+    folder = artifacts.artifact_dir(storage_url)
     store = FileSystemArtifactStore(str(folder)) if folder.is_dir() else None
-    trials, preds = predictions.collect(study, store, split)
+    trials, preds = predictions.read_predictions(study, store, split)
     if not trials:
         raise AnalysisError(f'study "{study.study_name}" has no complete, trained trial to analyse. '
                             "Run `automl-nn search` until some trials finish.")

@@ -4,7 +4,7 @@ The dashboard is optuna-dashboard's WSGI app served by wsgiref in a thread: `Das
 shuts it down in under a second, which optuna-dashboard's own `run_server()` (it blocks, with no
 stop handle) cannot do. The app sees the storage through `LabelledStorage`, which adds each
 objective's unit to the metric names it reads ("params (count)"), so the dashboard's axes carry
-units without rewriting anything stored. Per-trial artifacts are served from `study.artifact_dir`.
+units without rewriting anything stored. Per-trial artifacts are served from `backends.artifact_dir`.
 
 The dashboard has no authentication: anyone who reaches the port can read the study and write notes.
 Binding to anything but loopback therefore needs an explicit acknowledgement.
@@ -26,7 +26,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from optuna.storages import BaseStorage
 from optuna.study._frozen import FrozenStudy
 
-from automl_nn import metrics
+from automl_nn import vocab
 from automl_nn.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def check_host(host: str, acknowledged: bool) -> None:
 
 def unit_label(name: str) -> str:
     """`params` -> `params (count)`: what the dashboard shows on its axes."""
-    unit = metrics.METRICS.get(name).unit if name in metrics.METRICS else ""
+    unit = vocab.METRICS.get(name).unit if name in vocab.METRICS else ""
     return f"{name} ({unit})" if unit else name
 
 

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 import optuna
 from optuna.trial import FrozenTrial
 
-from automl_nn import metrics
-from automl_nn.errors import UsageError, suggest
+from automl_nn import vocab
+from automl_nn.errors import UsageError, unknown_name
+from automl_nn.storage.record import TrialRecord
 from automl_nn.study import front, objective_names
 
 KNEE = "knee"
@@ -79,7 +80,7 @@ def knee(study: optuna.Study) -> FrozenTrial | None:
 def valid_picks() -> list[str]:
     """Every name `pick` accepts: knee, then one max-/min- rule per metric (aliases included)."""
     names = [KNEE]
-    for name, info in metrics.METRICS.items():
+    for name, info in vocab.METRICS.items():
         names.append(f"{info.direction[:3]}-{name}")
     names.append("max-acc")  # the alias users type; `accuracy` is registered with alias `acc`
     return names
@@ -95,8 +96,7 @@ def metric_value(trial: FrozenTrial, metric: str, names: Sequence[str]) -> float
     """The trial's value of `metric`: its objective value if it is one, else its user attribute."""
     if metric in names and trial.values is not None:
         return float(trial.values[list(names).index(metric)])
-    value = trial.user_attrs.get(metric)
-    return float(value) if isinstance(value, int | float) else None
+    return TrialRecord.of(trial).metrics.get(metric)
 
 
 def pick(study: optuna.Study, rule: str) -> FrozenTrial:
@@ -104,8 +104,7 @@ def pick(study: optuna.Study, rule: str) -> FrozenTrial:
     valid = valid_picks()
     key = _rule_key(rule)
     if key not in valid:
-        raise PickError(f'--pick: unknown rule "{rule}".{suggest(rule, valid)} '
-                        f"Valid picks: {', '.join(valid)}.")
+        raise unknown_name("pick", rule, valid, "--pick", error=PickError)
     best = front(study)
     if not best:
         raise PickError(f'study "{study.study_name}" has no completed trials yet, so there is no '
@@ -116,7 +115,7 @@ def pick(study: optuna.Study, rule: str) -> FrozenTrial:
 
 
 def _best_by_metric(study: optuna.Study, best: list[FrozenTrial], rule: str) -> FrozenTrial:
-    metric = metrics.METRICS.canonical(rule.split("-", 1)[1])
+    metric = vocab.METRICS.canonical(rule.split("-", 1)[1])
     names = objective_names(study)
     scored = [(value, t) for t in best if (value := metric_value(t, metric, names)) is not None]
     if not scored:

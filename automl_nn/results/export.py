@@ -13,25 +13,22 @@ import inspect
 import json
 import platform
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from torch import nn
 
-from automl_nn import __version__, accel, metrics
-from automl_nn.data.catalog import load as load_dataset
-from automl_nn.data.catalog import on_device
+from automl_nn import __version__, accel, vocab, weights
 from automl_nn.errors import StorageError, UsageError
-from automl_nn.nn.model import build
+from automl_nn.nn import build
 from automl_nn.spec import ArchSpec, Candidate, TrainSpec
-from automl_nn.storage import artifacts as weights
-from automl_nn.train import EpochResult, fit, seed_everything
-from automl_nn.trial import attrs_of, finish, static_signature
+from automl_nn.storage import artifacts, record
+from automl_nn.storage.record import TrialRecord
+from automl_nn.trial import train_candidate
 
 DATA_ATTR = "data"  # study user attribute written by the search: DataBundle.describe()
 
@@ -151,15 +148,15 @@ def export_trial(
     retrain: bool = False, onnx: bool = False,
 ) -> Exported:
     """Write model.py, weights.pt, arch.json and meta.json (and model.onnx) for trial `number`."""
-    trial = _complete_trial(study, number)
-    candidate = Candidate.from_dict(trial.user_attrs["candidate"])
+    trial = record.trained_trial(study.get_trials(deepcopy=False), number, study.study_name)
+    candidate = Candidate.from_dict(TrialRecord.of(trial).candidate)
     data = _study_data(study, candidate)
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / "weights.pt"
     if retrain:
         arch = _retrain_to(candidate, data, study, weights_path)
     else:
-        weights.fetch_weights(trial, weights.open_store(storage_url), weights_path)
+        artifacts.fetch_weights(trial, artifacts.open_store(storage_url), weights_path)
         arch = trained_arch(trial, candidate)
     model = build(arch, tuple(data["input_shape"]), int(data["n_outputs"]))
     model.load_state_dict(weights.load_state(weights_path))
@@ -173,7 +170,7 @@ def export_trial(
     _write_checked(out, source, model, data)
     (out / "arch.json").write_text(json.dumps(arch.to_dict(), indent=2) + "\n")
     meta = _meta(study, trial, Candidate(arch, candidate.train), data,
-                 weights.sha256_file(weights_path), out)
+                 artifacts.sha256_file(weights_path), out)
     if candidate.arch.gated:
         meta["searched_arch"] = candidate.arch.to_dict()
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -186,26 +183,11 @@ def trained_arch(trial: FrozenTrial, candidate: Candidate) -> ArchSpec:
     """The architecture of a trial's kept weights: a gated one is stored shrunk to its widths."""
     if not candidate.arch.gated:
         return candidate.arch
-    widths = trial.user_attrs.get("effective_widths")
+    widths = TrialRecord.of(trial).effective_widths
     if widths is None:
         raise StorageError(f"trial {trial.number} is gated but records no effective_widths; "
                            "export it with --retrain.")
-    return candidate.arch.shrunk(tuple(int(w) for w in widths))
-
-
-def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
-    if not 0 <= number < len(trials):
-        raise StorageError(f'study "{study.study_name}" has trials 0..{len(trials) - 1}, '
-                           f"but trial {number} was asked for.")
-    trial = trials[number]
-    if "infeasible" in trial.user_attrs:
-        raise StorageError(f"trial {number} was over a constraint ({trial.user_attrs['infeasible']}) "
-                           "and was never trained, so there is nothing to export.")
-    if trial.state != TrialState.COMPLETE or "candidate" not in trial.user_attrs:
-        raise StorageError(f"trial {number} is {trial.state.name.lower()}, not complete: it has no "
-                           "trained model to export. Pick a complete trial (see `automl-nn pareto`).")
-    return trial
+    return candidate.arch.shrunk(widths)
 
 
 def _study_data(study: optuna.Study, candidate: Candidate) -> dict[str, Any]:
@@ -239,12 +221,13 @@ def _write_checked(out: Path, source: str, model: nn.Module, data: dict[str, Any
 def _meta(study: optuna.Study, trial: FrozenTrial, candidate: Candidate, data: dict[str, Any],
           sha: str, out: Path) -> dict[str, Any]:
     names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
-    measured = attrs_of(trial)
+    rec = TrialRecord.of(trial)
+    measured = rec.metrics
     return {
         "study": study.study_name, "trial": trial.number,
         "objectives": dict(zip(names, trial.values or [], strict=False)),
-        "units": {name: metrics.METRICS.get(name).unit for name in measured},
-        "metrics": measured, "test_accuracy": trial.user_attrs.get("test_accuracy"),
+        "units": {name: vocab.METRICS.get(name).unit for name in measured},
+        "metrics": measured, "test_accuracy": rec.test.get("accuracy"),
         "arch": candidate.arch.to_dict(), "train": candidate.train.to_dict(), "data": data,
         "weights_sha256": sha,
         "versions": {"automl-nn": __version__, "torch": torch.__version__,
@@ -285,46 +268,6 @@ def export_front(study: optuna.Study, out: Path, storage_url: str, *, retrain: b
 # ---- retraining ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Trained:
-    """A trained model and the metrics a trial would have recorded for it.
-
-    For a gated candidate, `model` is the shrunk network and `arch` its plain architecture.
-    """
-
-    model: nn.Module
-    values: dict[str, float]
-    test_accuracy: float
-    arch: ArchSpec
-    history: list[EpochResult]
-
-
-def train_candidate(
-    candidate: Candidate, dataset: str, data_dir: str | None = None, *,
-    device: str = "cpu", init_state: dict[str, torch.Tensor] | None = None,
-    on_epoch: Callable[[EpochResult], None] | None = None,
-    acceleration: accel.AccelConfig | None = None,
-) -> Trained:
-    """Train `candidate` as a trial does (same seed, same data, same metrics), without a study.
-
-    `acceleration` defaults to the options' defaults (`auto`: fp32 and eager on the CPU).
-    """
-    torch_device = torch.device(device)
-    accel.setup(torch_device)
-    bundle = on_device(load_dataset(dataset, data_dir), torch_device)
-    runtime = accel.resolve(acceleration or accel.AccelConfig(), torch_device, candidate.arch.family)
-    seed_everything(candidate.train.seed)
-    model = build(candidate.arch, bundle.input_shape, bundle.n_outputs)
-    values = metrics.static_metrics(model, bundle.input_shape, static_signature(candidate))
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    model.to(device)
-    history = fit(model, bundle, candidate.train, on_epoch=on_epoch, runtime=runtime)
-    done = finish(model, candidate, bundle, history, runtime)
-    values.update(done.values)
-    return Trained(done.model, values, done.test.accuracy, done.arch, history.epochs)
-
-
 # ---- loading -------------------------------------------------------------------------------------
 
 
@@ -337,7 +280,7 @@ def load_exported(directory: str | Path) -> nn.Module:
             raise StorageError(f"{directory}: not an automl-nn export ({path.name} is missing). "
                                "Pass a directory written by `automl-nn export`.")
     meta = json.loads(meta_path.read_text())
-    weights.check_hash(directory / "weights.pt", str(meta.get("weights_sha256", "")))
+    artifacts.check_hash(directory / "weights.pt", str(meta.get("weights_sha256", "")))
     module = import_source(code_path)
     model: nn.Module = module.build()
     model.load_state_dict(weights.load_state(directory / "weights.pt"))
@@ -370,7 +313,7 @@ def retrain_job(source: Path, *, dataset: str | None, epochs: int | None, seed: 
     if init_weights:
         if not source.is_dir():
             raise UsageError("--init-weights needs an export directory (with weights.pt and meta.json).")
-        weights.check_hash(source / "weights.pt", str(meta.get("weights_sha256", "")))
+        artifacts.check_hash(source / "weights.pt", str(meta.get("weights_sha256", "")))
         state = weights.load_state(source / "weights.pt")
     return RetrainJob(Candidate(arch, TrainSpec.from_dict(train)), str(name), state)
 

@@ -1,8 +1,8 @@
 """A grid study read by factor: a metric against one parameter, one line per value of another.
 
-Seed 002's atomic experiments vary one or two factors over a grid and train every point several
+the atomic experiments' atomic experiments vary one or two factors over a grid and train every point several
 times (`repeat`). These functions turn such trials (`report.Point`s, so no study is needed to
-test them) into the seed's plots: the mean and standard deviation of a metric against a factor
+test them) into that study's plots: the mean and standard deviation of a metric against a factor
 (`factor_figure`, e.g. error against width, one line per function), and mean learning curves,
 one per factor value (`epoch_figure`, e.g. validation accuracy per epoch, one line per loss).
 `cells` holds the same numbers as plain records for tables. `automl-nn plot` is the command.
@@ -25,7 +25,8 @@ import plotly.colors
 import plotly.graph_objects as go
 
 from automl_nn.errors import UsageError
-from automl_nn.results.report import Point, page, write_images
+from automl_nn.results.page import page
+from automl_nn.results.report import Point, write_images
 
 EPOCH = "epoch"  # as x: per-epoch values of the trials' learning curves
 LOG_SPAN = 20.0  # numeric x values spanning this factor or more get a log axis

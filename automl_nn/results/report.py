@@ -30,14 +30,17 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from automl_nn import metrics, pruning
+from automl_nn import vocab
+from automl_nn.analysis.questions import COSTS  # the cost distributions, in the 1001-networks order
 from automl_nn.errors import UsageError
 from automl_nn.results import decide, summary
+from automl_nn.results.page import figure_div, page
+from automl_nn.storage import record
+from automl_nn.storage.record import TrialRecord
 from automl_nn.study import front, objective_names
 
 log = logging.getLogger(__name__)
 
-COSTS = ("params", "memory", "ops", "train_time")  # seed 000's cost distributions, in its order
 MIN_TRIALS_FOR_IMPORTANCE = 5  # fANOVA on fewer trials ranks noise
 REFERENCE_MARGIN = 0.1  # reference point: 10% of each objective's range beyond its worst value
 FRONT = "Pareto front"  # trace names the browser test reads back
@@ -93,22 +96,17 @@ class ReportData:
 
 def point_of(trial: FrozenTrial) -> Point:
     """A completed trial as a Point (metrics from user attributes, epochs in order)."""
-    stored = {name: float(v) for name, v in trial.user_attrs.items()
-              if (name in metrics.METRICS or name.removeprefix("test_") in metrics.METRICS)
-              and isinstance(v, int | float)}
+    rec = TrialRecord.of(trial)
+    stored = {**rec.metrics, **{record.TEST_PREFIX + n: v for n, v in rec.test.items()}}
     row = summary.trial_row(trial, [])
     arch = {k: row[k] for k in summary.ARCH_COLUMNS if row.get(k) is not None}
-    epochs = sorted((int(k[5:]), v) for k, v in trial.user_attrs.items()
-                    if k.startswith("epoch") and k[5:].isdigit() and isinstance(v, dict))
-    return Point(trial.number, tuple(trial.values or ()), stored, arch, tuple(v for _, v in epochs),
-                 dict(trial.params))
+    return Point(trial.number, rec.values, stored, arch, rec.epochs, rec.params)
 
 
 def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The completed trials that were trained: infeasible ones (over a hard constraint) carry
     placeholder values (accuracy 0) and would read as real, terrible networks."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if not pruning.is_infeasible(t)]
+    return record.trained(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def collect_points(study: optuna.Study) -> list[Point]:
@@ -116,11 +114,11 @@ def collect_points(study: optuna.Study) -> list[Point]:
     return [point_of(t) for t in trained_trials(study)]
 
 
-def collect(study: optuna.Study) -> ReportData:
+def read_report(study: optuna.Study) -> ReportData:
     """Read `study` into a ReportData: points, front, knee, warnings, hypervolume, importances."""
     names = objective_names(study)
     objectives = [Objective(n, d == optuna.study.StudyDirection.MAXIMIZE,
-                            metrics.METRICS.get(n).unit if n in metrics.METRICS else "")
+                            vocab.METRICS.get(n).unit if n in vocab.METRICS else "")
                   for n, d in zip(names, study.directions, strict=True)]
     done = trained_trials(study)
     best = front(study)
@@ -217,7 +215,7 @@ def hover_text(point: Point) -> str:
              " ".join(f"{k}={_fmt(arch[k]) if isinstance(arch[k], float) else arch[k]}"
                       for k in ("optimizer", "lr", "batch_size", "epochs") if k in arch)]
     for name, value in point.metrics.items():
-        unit = metrics.METRICS.get(name).unit if name in metrics.METRICS else "fraction"
+        unit = vocab.METRICS.get(name).unit if name in vocab.METRICS else "fraction"
         lines.append(f"{name}: {_fmt(value)} {unit}")
     return "<br>".join([lines[0], *(html.escape(line, quote=False) for line in lines[1:] if line)])
 
@@ -301,7 +299,7 @@ def importance_figure(importances: dict[str, dict[str, float]]) -> go.Figure:
 
 
 def family_activation_figure(points: Sequence[Point], metric: str = "accuracy") -> go.Figure:
-    """Box plots of `metric` by layer family, one box per activation (seed 000's figure)."""
+    """Box plots of `metric` by layer family, one box per activation (the 1001-networks study's figure)."""
     activations = sorted({str(p.arch.get("activation")) for p in points})
     fig = go.Figure()
     for activation in activations:
@@ -309,7 +307,7 @@ def family_activation_figure(points: Sequence[Point], metric: str = "accuracy") 
         fig.add_trace(go.Box(x=[str(p.arch.get("family")) for p in group],
                              y=[p.metrics[metric] for p in group], name=activation, boxpoints="all",
                              jitter=0.3, hovertext=[hover_text(p) for p in group], hoverinfo="text"))
-    unit = metrics.METRICS.get(metric).unit if metric in metrics.METRICS else ""
+    unit = vocab.METRICS.get(metric).unit if metric in vocab.METRICS else ""
     fig.update_layout(title=f"{metric} by layer family and activation", boxmode="group",
                       xaxis_title="family", yaxis_title=f"{metric} ({unit})",
                       legend_title="activation", height=440)
@@ -317,9 +315,9 @@ def family_activation_figure(points: Sequence[Point], metric: str = "accuracy") 
 
 
 def cost_figure(points: Sequence[Point], front_numbers: Sequence[int]) -> go.Figure:
-    """Distributions of the costs by family; front trials are gold stars (as in seed 000)."""
+    """Distributions of the costs by family; front trials are gold stars (as in the 1001-networks study)."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=[
-        f"{c} ({metrics.METRICS.get(c).unit})" for c in COSTS], vertical_spacing=0.14)
+        f"{c} ({vocab.METRICS.get(c).unit})" for c in COSTS], vertical_spacing=0.14)
     on_front = set(front_numbers)
     for k, cost in enumerate(COSTS):
         row, col = divmod(k, 2)
@@ -389,17 +387,11 @@ SECTIONS = (("pareto", "Pareto front"), ("hypervolume", "Hypervolume"),
             ("family-activation", "Accuracy by family and activation"),
             ("costs", "Cost distributions"), ("curves", "Learning curves"))
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3}.knee{background:#fff3c4}.warn{color:#8a5300}.note{color:#666;font-style:italic}
-section{margin-bottom:2.5em}"""
-
-
 def front_table(data: ReportData) -> str:
     """The front as an HTML table: objectives, every metric, architecture; the knee highlighted."""
     by_number = {p.number: p for p in data.points}
     rows = [by_number[n] for n in data.front if n in by_number]
-    metric_names = [m for m in (*metrics.METRICS, "test_accuracy") if any(m in p.metrics for p in rows)]
+    metric_names = [m for m in (*vocab.METRICS, "test_accuracy") if any(m in p.metrics for p in rows)]
     arch_names = [a for a in summary.ARCH_COLUMNS if any(a in p.arch for p in rows)]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ("trial", *metric_names, *arch_names))
     body = []
@@ -423,8 +415,7 @@ def render_html(data: ReportData, figs: dict[str, go.Figure]) -> str:
         parts.append('<section id="warnings"><h2>Warnings</h2><ul>' + "".join(
             f'<li class="warn">{html.escape(w)}</li>' for w in data.warnings) + "</ul></section>")
     for div_id, title in SECTIONS:
-        body = (figs[div_id].to_html(full_html=False, include_plotlyjs=False, div_id=div_id)
-                if div_id in figs else "")
+        body = figure_div(figs, div_id)
         note = data.notes.get(div_id)
         if body or note:
             parts.append(f"<section><h2>{title}</h2>{body}"
@@ -432,15 +423,6 @@ def render_html(data: ReportData, figs: dict[str, go.Figure]) -> str:
     parts.append(f"<section><h2>The front</h2>{front_table(data)}</section>")
     parts.append(f'<section class="note"><p>{html.escape(_method_note(data))}</p></section>')
     return page(f"automl-nn: {data.study}", "".join(parts))
-
-
-def page(title: str, body: str) -> str:
-    """A self-contained HTML page: plotly.js inline (no CDN), the report's style, `body` as given."""
-    from plotly.offline import get_plotlyjs
-
-    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{CSS}</style>"
-            f"<script>{get_plotlyjs()}</script></head><body>{body}</body></html>")
 
 
 def _method_note(data: ReportData) -> str:
@@ -463,7 +445,7 @@ def write_report(study: optuna.Study, out: Path) -> dict[str, go.Figure]:
         raise ReportError(f"--out {out}: expected a file path in an existing directory, but "
                           f"{'it is a directory' if out.is_dir() else f'{out.parent} does not exist'}. "
                           "Pass e.g. --out report.html.")
-    data = collect(study)
+    data = read_report(study)
     figs = figures(data)
     out.write_text(render_html(data, figs), encoding="utf-8")
     return figs

@@ -9,8 +9,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn import metrics, pruning
+from automl_nn import vocab
 from automl_nn.config import RULES, Range, parse_param
+from automl_nn.storage import record
+from automl_nn.storage.record import TrialRecord
 from automl_nn.study import front, objective_names
 
 ARCH_COLUMNS = ("family", "depth", "widths", "activation", "optimizer", "lr", "batch_size", "epochs")
@@ -19,15 +21,15 @@ EDGE_FRACTION = 0.05  # within 5% of a range's span (on its own scale) counts as
 
 def trial_row(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
     """A flat record of one trial: number, objective values, test accuracy and its architecture."""
+    rec = TrialRecord.of(trial)
     row: dict[str, Any] = {"trial": trial.number}
     for name, value in zip(names, trial.values or [], strict=False):
         row[name] = value
-    if "test_mse" in trial.user_attrs:  # a regression study reports its test error instead
-        row["test_mse"] = trial.user_attrs["test_mse"]
+    if "mse" in rec.test:  # a regression study reports its test error instead
+        row["test_mse"] = rec.test["mse"]
     else:
-        row["test_accuracy"] = trial.user_attrs.get("test_accuracy")
-    candidate = trial.user_attrs.get("candidate", {})
-    flat = {**candidate.get("arch", {}), **candidate.get("train", {})}
+        row["test_accuracy"] = rec.test.get("accuracy")
+    flat = {**rec.arch, **rec.train}
     for column in ARCH_COLUMNS:
         value = flat.get(column)
         row[column] = "x".join(map(str, value)) if isinstance(value, list) else value
@@ -49,7 +51,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     """Everything `show` prints: identity, objectives with units, trial states, front, warnings."""
     config = study.user_attrs.get("config", {})
     names = objective_names(study)
-    failures = Counter(str(t.user_attrs.get("fail_reason", "unknown"))
+    failures = Counter(TrialRecord.of(t).fail_reason or "unknown"
                        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
     best = front(study)
     return {
@@ -72,14 +74,13 @@ def pruning_summary(study: optuna.Study) -> dict[str, int]:
     ran; the difference is what pruning and constraints saved, split into the epochs pruned trials
     did not finish and those of infeasible candidates, which never trained.
     """
-    finished = study.get_trials(deepcopy=False, states=pruning.FINISHED)
-    planned = sum(pruning.planned_epochs(t) for t in finished)
-    trained = sum(pruning.trained_epochs(t) for t in finished)
-    by_constraints = sum(pruning.planned_epochs(t) - pruning.trained_epochs(t)
-                         for t in finished if pruning.is_infeasible(t))
+    finished = [TrialRecord.of(t) for t in study.get_trials(deepcopy=False, states=record.FINISHED)]
+    planned = sum(t.planned_epochs for t in finished)
+    trained = sum(t.trained_epochs for t in finished)
+    by_constraints = sum(t.planned_epochs - t.trained_epochs for t in finished if t.is_infeasible)
     return {
         "pruned": sum(1 for t in finished if t.state == TrialState.PRUNED),
-        "infeasible": sum(1 for t in finished if pruning.is_infeasible(t)),
+        "infeasible": sum(1 for t in finished if t.is_infeasible),
         "epochs_planned": planned,
         "epochs_trained": trained,
         "epochs_saved": planned - trained,
@@ -99,7 +100,7 @@ def pruning_line(counts: dict[str, int]) -> str:
 
 
 def _objective_info(name: str, direction: optuna.study.StudyDirection) -> dict[str, str]:
-    unit = metrics.METRICS.get(name).unit if name in metrics.METRICS else ""
+    unit = vocab.METRICS.get(name).unit if name in vocab.METRICS else ""
     return {"name": name, "direction": direction.name.lower(), "unit": unit}
 
 

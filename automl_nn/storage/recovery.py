@@ -50,7 +50,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_nn.errors import StorageUnavailable
+from automl_nn.errors import ConfigError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,7 +100,8 @@ def _env_seconds(name: str, default: int) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{name} must be a whole number of seconds >= 1, but got {text!r}.")
+        raise ConfigError(f"environment variable {name}: must be a whole number of seconds >= 1, but "
+                          f"got {text!r}. Set it to e.g. 30, or unset it for the default.")
     return value
 
 

@@ -64,7 +64,7 @@ SEED000_REFERENCES = (("seed Basic (test)", 7850, 0.912), ("seed ResNetStyle_75 
 
 def seed000_front(study: optuna.Study) -> go.Figure:
     """The report's front figure, with seed 000's Basic and best networks on the params panel."""
-    data = report.collect(study)
+    data = report.read_report(study)
     fig = report.pareto_figure(data.points, data.objectives, data.front, data.knee)
     for (name, params, acc), symbol in zip(SEED000_REFERENCES, ("diamond", "square", "cross"), strict=True):
         fig.add_trace(go.Scatter(x=[params], y=[acc], mode="markers",

@@ -23,13 +23,13 @@ import plotly.io as pio
 import torch
 from plotly.subplots import make_subplots
 
+from automl_nn import weights
 from automl_nn.data import catalog as data
-from automl_nn.nn.blocks import activation
-from automl_nn.nn.model import build
+from automl_nn.nn import activation, build
 from automl_nn.results import plot as factors
 from automl_nn.results.report import Point, collect_points
 from automl_nn.spec import Candidate
-from automl_nn.storage import artifacts as weights
+from automl_nn.storage import artifacts
 from automl_nn.train import prepared
 
 IMG = Path(__file__).parent / "img"
@@ -43,7 +43,7 @@ class Studies:
     def __init__(self, url: str) -> None:
         self.url = url
         self.storage = optuna.storages.get_storage(url)
-        self.store = weights.open_store(url)
+        self.store = artifacts.open_store(url)
 
     def study(self, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=self.storage)
@@ -60,7 +60,7 @@ class Studies:
         bundle = data.load(study.user_attrs["config"]["dataset"])
         model = build(candidate.arch, bundle.input_shape, bundle.n_outputs)
         with tempfile.TemporaryDirectory() as tmp:
-            path = weights.fetch_weights(trial, self.store, Path(tmp) / "w.pt")
+            path = artifacts.fetch_weights(trial, self.store, Path(tmp) / "w.pt")
             model.load_state_dict(weights.load_state(path))
         return model.eval(), prepared(bundle, candidate.train), candidate
 

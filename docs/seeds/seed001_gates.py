@@ -14,8 +14,7 @@ import torch
 
 from automl_nn.config import RULES
 from automl_nn.data import catalog as data
-from automl_nn.nn.blocks import gates
-from automl_nn.nn.model import build
+from automl_nn.nn import build, gates
 from automl_nn.spec import ArchSpec, TrainSpec
 from automl_nn.train import fit, seed_everything
 

@@ -1,0 +1,282 @@
+"""The stored trial record: every user-attribute key a trial writes, its writers and one reader.
+
+A trial stores, as Optuna user attributes, in one commit per step:
+- `candidate` (ArchSpec + TrainSpec as dicts) and `seed`, before training;
+- its static costs (`params`, `flops`, `memory`, `ops`, `latency`), measured before training;
+- `epoch{k}` (that epoch's validation metrics and seconds) with `epochs_trained`, after each epoch;
+- the trained metrics (`accuracy`, `loss`, ..., `train_time`) and their `test_*` values, at the end;
+  a gated network adds `start_params` and `effective_widths` (the widths it was cut to);
+- `infeasible` (the violated constraints) instead of training, for a candidate over a hard limit;
+- `pruned_by` (the pruner's reason) or `fail_reason` / `fail_message` when it ends early.
+
+Everything that reads trials goes through `TrialRecord.of`, `is_infeasible`, `counts_toward_budget`
+and `front`, so the keys are written and parsed here only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from automl_nn import vocab
+from automl_nn.errors import StorageError
+from automl_nn.storage.recovery import set_user_attrs
+
+CANDIDATE = "candidate"
+SEED = "seed"
+EPOCHS_TRAINED = "epochs_trained"
+INFEASIBLE = "infeasible"
+PRUNED_BY = "pruned_by"
+FAIL_REASON = "fail_reason"
+FAIL_MESSAGE = "fail_message"
+START_PARAMS = "start_params"
+EFFECTIVE_WIDTHS = "effective_widths"
+TEST_PREFIX = "test_"
+_EPOCH_PREFIX = "epoch"
+
+
+@dataclass(frozen=True)
+class ArtifactKeys:
+    """The two attributes that say where an artifact is and what its bytes hash to."""
+
+    id_key: str
+    hash_key: str
+
+
+WEIGHTS = ArtifactKeys("weights_artifact", "weights_sha256")
+PREDICTIONS = ArtifactKeys("predictions_artifact", "predictions_sha256")
+LABELS = ArtifactKeys("labels_artifact", "labels_sha256")  # a study attribute: the split labels
+FAIL_MESSAGE_CHARS = 2000
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def epoch_key(epoch: int) -> str:
+    """The attribute that holds epoch `epoch`'s validation record (epochs count from 1)."""
+    return f"{_EPOCH_PREFIX}{epoch}"
+
+
+def epoch_number(key: str) -> int | None:
+    """The epoch an attribute key holds (`epoch3` -> 3), or None for any other key."""
+    digits = key.removeprefix(_EPOCH_PREFIX)
+    return int(digits) if key.startswith(_EPOCH_PREFIX) and digits.isdigit() else None
+
+
+# ---- writers: what the trial runner calls ------------------------------------------------------
+
+
+def write_candidate(trial: optuna.Trial, candidate: Mapping[str, Any], seed: int) -> None:
+    set_user_attrs(trial, {CANDIDATE: dict(candidate), SEED: seed})
+
+
+def write_metrics(trial: optuna.Trial, values: Mapping[str, Any]) -> None:
+    """Metric values by name (static costs, trained metrics, `test_*`, a gated net's cut)."""
+    set_user_attrs(trial, values)
+
+
+def write_epoch(trial: optuna.Trial, epoch: int, values: Mapping[str, float]) -> None:
+    set_user_attrs(trial, {epoch_key(epoch): dict(values), EPOCHS_TRAINED: epoch})
+
+
+def write_infeasible(trial: optuna.Trial, violations: Sequence[str]) -> None:
+    set_user_attrs(trial, {INFEASIBLE: "; ".join(violations), EPOCHS_TRAINED: 0})
+
+
+def write_pruned(trial: optuna.Trial, reason: Mapping[str, Any]) -> None:
+    set_user_attrs(trial, {PRUNED_BY: dict(reason)})
+
+
+def write_failure(trial: optuna.Trial, reason: str, message: str) -> None:
+    set_user_attrs(trial, {FAIL_REASON: reason, FAIL_MESSAGE: message[:FAIL_MESSAGE_CHARS]})
+
+
+def write_artifact(trial: optuna.Trial, keys: ArtifactKeys, artifact_id: str, sha256: str) -> None:
+    set_user_attrs(trial, {keys.id_key: artifact_id, keys.hash_key: sha256})
+
+
+def write_gated(trial: optuna.Trial, start_params: float, widths: Sequence[int]) -> None:
+    set_user_attrs(trial, {START_PARAMS: start_params, EFFECTIVE_WIDTHS: list(widths)})
+
+
+# ---- the reader --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One stored trial, parsed: what every reader of trials needs, from one place."""
+
+    number: int
+    state: TrialState
+    values: tuple[float, ...]
+    params: dict[str, Any]
+    candidate: dict[str, Any]
+    seed: int | None
+    epochs: tuple[dict[str, float], ...]  # epoch 1, 2, ... in order, up to the first gap
+    metrics: dict[str, float]  # metric name -> value (vocab.METRICS names only)
+    test: dict[str, float]  # metric name -> value on the test split
+    infeasible: str | None
+    pruned_by: dict[str, Any] | None
+    fail_reason: str | None
+    fail_message: str
+    effective_widths: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialRecord:
+        """A stored trial's record."""
+        return cls._parse(trial.number, trial.state, trial.values, trial.params, trial.user_attrs)
+
+    @classmethod
+    def running(cls, trial: optuna.Trial) -> TrialRecord:
+        """The record of the trial this process is running, as written so far."""
+        return cls._parse(trial.number, TrialState.RUNNING, None, trial.params, trial.user_attrs)
+
+    @classmethod
+    def _parse(cls, number: int, state: TrialState, values: Sequence[float] | None,
+               params: Mapping[str, Any], attrs: Mapping[str, Any]) -> TrialRecord:
+        seed = attrs.get(SEED)
+        widths = attrs.get(EFFECTIVE_WIDTHS)
+        return cls(
+            number=number, state=state, values=tuple(values or ()),
+            params=dict(params), candidate=dict(attrs.get(CANDIDATE) or {}),
+            seed=int(seed) if seed is not None else None, epochs=_epochs(attrs),
+            metrics=_numbers(attrs, ""), test=_numbers(attrs, TEST_PREFIX),
+            infeasible=_text(attrs.get(INFEASIBLE)), pruned_by=attrs.get(PRUNED_BY),
+            fail_reason=_text(attrs.get(FAIL_REASON)), fail_message=str(attrs.get(FAIL_MESSAGE, "")),
+            effective_widths=tuple(int(w) for w in widths) if widths is not None else None,
+        )
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        return dict(self.candidate.get("arch", {}))
+
+    @property
+    def train(self) -> dict[str, Any]:
+        return dict(self.candidate.get("train", {}))
+
+    @property
+    def is_infeasible(self) -> bool:
+        """Over a hard constraint: closed COMPLETE with placeholder values, never trained."""
+        return self.infeasible is not None
+
+    @property
+    def is_trained(self) -> bool:
+        """Finished (COMPLETE or PRUNED) after training: what `--trials` counts."""
+        return self.state in FINISHED and not self.is_infeasible
+
+    @property
+    def planned_epochs(self) -> int:
+        """Epochs the candidate asked for."""
+        return int(self.train.get("epochs", 0))
+
+    @property
+    def trained_epochs(self) -> int:
+        """Epochs the trial actually trained (0 for an infeasible one)."""
+        return len(self.epochs)
+
+    def epoch_values(self, epoch: int) -> dict[str, float] | None:
+        """Trained metrics after `epoch` epochs (None if not reached).
+
+        train_time is the training seconds spent up to that epoch, so it compares at equal
+        fidelity too.
+        """
+        if not 1 <= epoch <= len(self.epochs):
+            return None
+        record = self.epochs[epoch - 1]
+        accuracy = float(record["val_accuracy"])
+        seconds = sum(float(e.get("seconds", 0.0)) for e in self.epochs[:epoch])
+        return {"accuracy": accuracy, "error": 1.0 - accuracy, "loss": float(record["val_loss"]),
+                "train_time": seconds}
+
+
+def _epochs(attrs: Mapping[str, Any]) -> tuple[dict[str, float], ...]:
+    epochs: list[dict[str, float]] = []
+    while isinstance(record := attrs.get(epoch_key(len(epochs) + 1)), dict):
+        epochs.append(record)
+    return tuple(epochs)
+
+
+def _numbers(attrs: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    out = {}
+    for name in vocab.METRICS:
+        value = attrs.get(prefix + name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def artifact_of(trial: FrozenTrial, keys: ArtifactKeys) -> tuple[str, str] | None:
+    """Where a trial's artifact is and the SHA-256 it must have, or None when it kept none."""
+    artifact_id = trial.user_attrs.get(keys.id_key)
+    if artifact_id is None:
+        return None
+    return str(artifact_id), str(trial.user_attrs.get(keys.hash_key, ""))
+
+
+def describe_pruning(reason: Mapping[str, Any]) -> str:
+    """A `pruned_by` record in words."""
+    if "trial" in reason:
+        return f"dominated by trial {reason['trial']} at epoch {reason['epoch']}"
+    return f"{reason.get('pruner')} pruner at epoch {reason.get('epoch')}"
+
+
+# ---- questions about many trials -----------------------------------------------------------------
+
+
+def is_infeasible(trial: FrozenTrial) -> bool:
+    """True for a trial over a hard constraint (it was never trained)."""
+    return INFEASIBLE in trial.user_attrs
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """COMPLETE and PRUNED trials that trained; failed ones are re-run, infeasible ones cost nothing."""
+    return trial.state in FINISHED and not is_infeasible(trial)
+
+
+def trained_trial(trials: Sequence[FrozenTrial], number: int, study_name: str) -> FrozenTrial:
+    """Trial `number` of a study, refused unless it is COMPLETE and was trained."""
+    if not 0 <= number < len(trials):
+        raise StorageError(f'study "{study_name}" has trials 0..{len(trials) - 1}, but trial {number} '
+                           "was asked for.")
+    trial = trials[number]
+    if is_infeasible(trial):
+        raise StorageError(f"trial {number} was over a constraint ({trial.user_attrs[INFEASIBLE]}) and "
+                           "was never trained. Pick a complete, trained trial (see `automl-nn pareto`).")
+    if trial.state != TrialState.COMPLETE or CANDIDATE not in trial.user_attrs:
+        raise StorageError(f"trial {number} is {trial.state.name.lower()}, not complete: it has no "
+                           "trained model. Pick a complete trial (see `automl-nn pareto`).")
+    return trial
+
+
+def count_done(trials: Iterable[FrozenTrial]) -> int:
+    return sum(1 for t in trials if counts_toward_budget(t))
+
+
+def trained(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The COMPLETE trials that trained (infeasible ones carry placeholder values)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and not is_infeasible(t)]
+
+
+def front(trials: Sequence[FrozenTrial],
+          directions: Sequence[optuna.study.StudyDirection]) -> list[FrozenTrial]:
+    """The trained COMPLETE trials no other one dominates (one objective: the best), sorted by the
+    first objective, best first.
+
+    What Optuna's `study.best_trials` / `best_trial` return, from trials already read: those
+    properties read and deep-copy every trial of the study on each call.
+    """
+    feasible = trained(trials)
+    if not feasible:
+        return []
+    sign = 1 if directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+    if len(directions) == 1:
+        return [min(feasible, key=lambda t: (sign * t.values[0], t.number))]
+    best = _get_pareto_front_trials_by_trials(feasible, directions)
+    return sorted(best, key=lambda t: (sign * t.values[0], t.number))
