@@ -18,8 +18,8 @@ from automl_nn.nn import Gate, build, cut, effective_widths, gates
 from automl_nn.results.export import import_source
 from automl_nn.space import sample
 from automl_nn.spec import ArchSpec, TrainSpec
-from automl_nn.train import fit, gate_optimizer, gate_penalty, seed_everything
-from automl_nn.trial import finish
+from automl_nn.train import fit, gate_optimizer, gate_penalty
+from automl_nn.trial import measure, train_measured
 from tests.conftest import file_hash, run
 
 ARCH = ArchSpec(family="linear", depth=2, widths=(12, 12), activation="sigmoid", batch_norm=True,
@@ -143,15 +143,12 @@ def test_default_gates_shrink_an_oversized_layer_in_a_short_digits_run() -> None
     cand = sample(optuna.trial.FixedTrial({}), resolve({"space": SHORT_RUN}).space)
     assert cand.train.gate_lr == 0.1 and cand.train.gate_l1 == 1e-4
     bundle = data.load("digits")
-    seed_everything(0)
-    model = build(cand.arch, bundle.input_shape, bundle.n_outputs)
-    history = fit(model, bundle, cand.train)
-    done = finish(model, cand, bundle, history)
+    done = train_measured(measure(cand, bundle), cand, bundle, torch.device("cpu"))
     (width,) = done.arch.widths
     assert width <= 0.9 * 512, f"the gates cut only {512 - width} of 512 neurons"
     # the cut network is what the trial measures; cutting the closed gates costs no accuracy
     assert done.values["accuracy"] >= 0.9
-    assert abs(done.values["accuracy"] - history.last.val_accuracy) <= 0.01
+    assert abs(done.values["accuracy"] - done.history[-1].val_accuracy) <= 0.01
 
 
 def test_gates_train_at_their_own_annealed_rate_without_weight_decay() -> None:
