@@ -43,7 +43,7 @@ def test_real_search_then_report_pick_and_show(cli: CliRunner, tmp_path: Path) -
 def test_pick_and_report_bad_input_exit_2(cli: CliRunner) -> None:
     make_study("sqlite:///automl-nn.db", name="fake", n=6)
     code, output = run(cli, "pareto", "fake", "--pick", "min-weights")
-    assert code == 2 and "Valid picks: knee" in output and "min-params" in output
+    assert code == 2 and "Valid pick names: knee" in output and "min-params" in output
     code, output = run(cli, "pareto", "fake", "--pick", "min-flops")
     assert code == 0 and "min-flops of fake" in output
     code, output = run(cli, "report", "fake", "--out", "no/such/dir/r.html")

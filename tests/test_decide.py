@@ -50,5 +50,5 @@ def test_unknown_pick_lists_the_valid_ones() -> None:
     study = make_study(optuna.storages.InMemoryStorage(), n=3)
     with pytest.raises(decide.PickError, match=r'Did you mean "min-params"\?.*knee, max-accuracy'):
         decide.pick(study, "min-param")
-    with pytest.raises(decide.PickError, match="unknown rule"):
+    with pytest.raises(decide.PickError, match="unknown pick"):
         decide.pick(study, "max-params")  # params only get better downwards
