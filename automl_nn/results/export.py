@@ -14,7 +14,7 @@ import json
 import platform
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +267,10 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> N
     """model.onnx through torch.onnx, when the onnx package is installed."""
     if importlib.util.find_spec("onnx") is None:
         raise UsageError("--onnx needs the onnx package: pip install onnx onnxscript, then export again.")
-    torch.onnx.export(model, (torch.zeros((1, *input_shape)),), str(path), dynamo=False)
+    # the batch dimension stays free: the example input has one sample, a user's batches have more
+    torch.onnx.export(model, (torch.zeros((1, *input_shape)),), str(path), dynamo=False,
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
 
 
 def export_front(study: optuna.Study, out: Path, storage_url: str, *, retrain: bool = False,
@@ -316,10 +319,13 @@ def train_candidate(
     seed_everything(candidate.train.seed)
     model = build(candidate.arch, bundle.input_shape, bundle.n_outputs)
     values = metrics.static_metrics(model, bundle.input_shape, static_signature(candidate))
+    train = candidate.train
     if init_state is not None:
         model.load_state_dict(init_state)
+        # fit() first applies the spec's initializer, which would overwrite the starting weights
+        train = replace(train, init="default")
     model.to(device)
-    history = fit(model, bundle, candidate.train, on_epoch=on_epoch, runtime=runtime)
+    history = fit(model, bundle, train, on_epoch=on_epoch, runtime=runtime)
     done = finish(model, candidate, bundle, history, runtime)
     values.update(done.values)
     return Trained(done.model, values, done.test.accuracy, done.arch, history.epochs)
