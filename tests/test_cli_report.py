@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.browser import CHROMIUM, is_real_png
+from tests.browser import is_real_png, needs_chromium
 from tests.conftest import TINY, run
 from tests.fake_study import make_study
 
@@ -60,9 +60,7 @@ def test_real_search_then_report_pick_and_show(cli: CliRunner, tmp_path: Path) -
     assert "`automl-nn pareto tiny --pick knee` prints it" in output
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                    reason="chromium is not installed (kaleido renders PNGs with it); "
-                    "`make system-deps` installs it")
+@needs_chromium
 def test_report_png_writes_one_real_image_per_plot(cli: CliRunner, tmp_path: Path) -> None:
     make_study("sqlite:///automl-nn.db", name="fake", n=12)
     code, output = run(cli, "report", "fake", "--out", "r.html", "--format", "png")
