@@ -18,7 +18,7 @@ import logging
 import math
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import optuna
@@ -259,11 +259,13 @@ def train_measured(built: Built, candidate: Candidate, bundle: DataBundle, devic
     The last epoch's validation is reused when the network is unchanged since (not gated); the
     training time leaves out `on_epoch` (a predictions recorder included).
     """
-    model = built.model
+    model, train = built.model, candidate.train
     if init_state is not None:
         model.load_state_dict(init_state)
+        # fit() first applies the spec's initializer, which would overwrite the starting weights
+        train = replace(train, init="default")
     model.to(device)
-    history = fit(model, bundle, candidate.train, on_epoch=on_epoch, runtime=runtime)
+    history = fit(model, bundle, train, on_epoch=on_epoch, runtime=runtime)
     arch, trained = candidate.arch, {}
     if arch.gated:
         model, shrunk = cut_trained(model, candidate, bundle)

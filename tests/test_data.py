@@ -302,7 +302,8 @@ def test_spec_forms_agree_and_defaults_drop_out() -> None:
     compact = data.parse_spec("gaussian-mixture?separation=0.5&dim=12&imbalance=1")
     mapping = data.parse_spec({"name": "gaussians", "separation": 0.5})
     assert compact == mapping and compact.to_string() == "gaussian-mixture?separation=0.5"
-    with pytest.raises(ConfigError, match=r'unknown gaussian-mixture option "dims".*Did you mean "dim".*option names: size'):
+    unknown = r'unknown gaussian-mixture option "dims".*Did you mean "dim".*option names: size'
+    with pytest.raises(ConfigError, match=unknown):
         data.parse_spec("gaussian-mixture?dims=3")
     with pytest.raises(ConfigError, match="expected an integer"):
         data.parse_spec("two-moons", {"size": "many"})
