@@ -3,7 +3,6 @@ import time
 import torch
 from torch import nn
 
-
 from automl_nn.metrics import (
     LATENCY_MIN_REPEATS,
     activation_bytes,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from automl_nn import train
 from automl_nn.data.catalog import DataBundle, bundle_from_arrays, load, split_indices
 from automl_nn.errors import NonFiniteError
 from automl_nn.nn import build, init_weights
 from automl_nn.nn.optim import make_optimizer, make_schedule
 from automl_nn.spec import ArchSpec, TrainSpec
-from automl_nn import train
 from automl_nn.train import evaluate, fit, prepared, seed_everything, weight_penalty
 from automl_nn.vocab import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
 

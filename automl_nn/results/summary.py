@@ -87,7 +87,7 @@ def time_line(summary: dict[str, Any]) -> str | None:
     total = seconds["trial"]
     parts = ", ".join(f"{label} {seconds[part]:.1f} s ({seconds[part] / total:.0%})" if total else
                       f"{label} {seconds[part]:.1f} s" for part, label in TIME_LABELS.items())
-    return f"time in {summary['trials']} trials: {total:.1f} s; {parts}"
+    return f"time of {summary['trials']} trial(s): {total:.1f} s; {parts}"
 
 
 def pruning_summary(study: optuna.Study) -> dict[str, int]:
