@@ -169,6 +169,13 @@ class TrialRunner:
         with clock.timing("storage"):
             record.write_metrics(trial, results)
         objective = objective_values(self.config.objectives, done.values)
+        self._keep(trial, done, recorder, clock)
+        record.write_time(trial, clock.total())
+        return objective
+
+    def _keep(self, trial: optuna.Trial, done: Trained, recorder: predictions.Recorder | None,
+              clock: Clock) -> None:
+        """Upload a completed trial's weights and predictions (test attempts evaluated first)."""
         with clock.timing("artifacts"):
             if self.store is not None:
                 artifacts.keep_weights(trial, state_bytes(done.model), self.store)
@@ -177,8 +184,6 @@ class TrialRunner:
                 recorder.finish(done.test)
             with clock.timing("artifacts"):
                 predictions.save_predictions(trial, recorder, self.predictions_store)
-        record.write_time(trial, clock.total())
-        return objective
 
     def _infeasible(self, trial: optuna.Trial, static: dict[str, float],
                     violations: list[str]) -> list[float]:
@@ -190,8 +195,7 @@ class TrialRunner:
         return pruning.infeasible_values(self.config.objectives, static, untrained)
 
     def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int,
-                  recorder: predictions.Recorder | None = None, clock: Clock | None = None) -> None:
-        clock = clock or Clock()
+                  recorder: predictions.Recorder | None, clock: Clock) -> None:
         clock.epoch(result)
         if recorder is not None:
             with clock.timing("eval"):

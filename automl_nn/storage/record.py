@@ -8,7 +8,7 @@ A trial stores, as Optuna user attributes, in one commit per step:
   a gated network adds `start_params` and `effective_widths` (the widths it was cut to);
 - `infeasible` (the violated constraints) instead of training, for a candidate over a hard limit;
 - `pruned_by` (the pruner's reason) or `fail_reason` / `fail_message` when it ends early;
-- `time`: where the trial's seconds went (TIME_PARTS), last, for complete and pruned trials.
+- `time`: where the trial's seconds went (TIME_PARTS), last, for trials that trained (complete or pruned).
 
 Everything that reads trials goes through `TrialRecord.of`, `is_infeasible`, `counts_toward_budget`
 and `front`, so the keys are written and parsed here only.
