@@ -77,7 +77,7 @@ def generate_source(model: nn.Module, header: str, data: dict[str, Any]) -> str:
         header=header, blocks=(blocks + "\n\n") if blocks else "", body=body,
         input_shape=tuple(data["input_shape"]), classes=data.get("class_names"),
         mean=data["mean"], std=data["std"], stat_shape=tuple(data["stat_shape"]),
-        inputs="rows of raw values (see preprocess)" if table else "a batch shaped (N, *INPUT_SHAPE)",
+        inputs="raw table rows (see preprocess)" if table else "raw values shaped (N, *INPUT_SHAPE)",
         outputs=_output_words(data), table=_table_code(table) if table else "",
         preprocess=_TABLE_PREPROCESS if table else _PLAIN_PREPROCESS,
         postprocess=_postprocess_code(data),
@@ -105,7 +105,7 @@ def _output_words(data: dict[str, Any]) -> str:
 def _table_code(encoding: dict[str, Any]) -> str:
     columns = "".join(f"    {column!r},\n" for column in encoding["columns"])
     return _TABLE_CONSTANTS.format(features=encoding["features"], columns=columns,
-                                   missing=tuple(encoding["missing"]))
+                                   missing=tuple(encoding["missing"])) + "\n"
 
 
 def _postprocess_code(data: dict[str, Any]) -> str:
@@ -121,7 +121,8 @@ _TEMPLATE = '''"""{header}
 Needs only PyTorch:
     from model import load, preprocess, postprocess
     net = load()                          # architecture + trained weights (weights_only=True)
-    y = postprocess(net(preprocess(x)))   # x: {inputs}, raw values; y: {outputs}
+    y = postprocess(net(preprocess(x)))   # x: {inputs}
+                                          # y: {outputs}
 """
 
 from __future__ import annotations
