@@ -96,15 +96,17 @@ def test_integer_codes_are_categorical_by_default_and_flags_override(tmp_path: P
     flipped = data.parse_spec(path, {"target": "label", "numeric": "suit,rank", "categorical": "weight"})
     assert flipped.to_string() == f"{path}?categorical=weight&numeric=rank,suit&target=label"
     assert flipped == data.parse_spec(f"{path}?numeric=rank, suit&categorical=weight&target=label")
+    assert flipped == data.parse_spec({"name": path, "target": "label", "numeric": ["suit", "rank"],
+                                       "categorical": ["weight"]})  # a study file's mapping
     kinds = _kinds(data.load(flipped))
     assert kinds["rank"] == ("numeric", "--numeric") and kinds["weight"] == ("categorical", "--categorical")
 
 
 def test_column_flags_reach_the_study_and_bad_names_exit_2(cli: CliRunner, tmp_path: Path) -> None:
     path = _cards(tmp_path / "cards.csv", n=300)
-    args = ["search", "--dataset", path, "--target", "label", "--trials", "1", "--epochs", "1",
-            "--family", "linear", "--depth", "1", "--width", "4", "--batch-size", "32", "--seed", "0",
-            "--objective", "accuracy"]
+    base = ["search", "--dataset", path, "--target", "label", "--epochs", "1", "--family", "linear",
+            "--depth", "1", "--width", "4", "--batch-size", "32", "--seed", "0", "--objective", "accuracy"]
+    args = [*base, "--trials", "1"]
     for flags, fragment in ((["--categorical", "sut"], 'unknown column "sut". Did you mean "suit"?'),
                             (["--numeric", "label"], "names 'label', the target"),
                             (["--numeric", "rank", "--categorical", "rank"], "both --categorical and")):
@@ -119,6 +121,11 @@ def test_column_flags_reach_the_study_and_bad_names_exit_2(cli: CliRunner, tmp_p
     assert described["dataset"] == f"{path}?numeric=rank&target=label"
     kinds = {c["name"]: c["kind"] for c in described["encoding"]["columns"]}
     assert kinds == {"suit": "categorical", "rank": "numeric", "weight": "numeric"}
+    code, output = run(cli, *base, "--trials", "2", "--numeric", "rank")
+    assert code == 0 and len(optuna.load_study(study_name="automl-nn", storage="sqlite:///automl-nn.db")
+                             .trials) == 2, output  # the same flags resume the study
+    code, output = run(cli, *args, "--numeric", "rank,suit")  # other columns: another study
+    assert code == 2 and "numeric=rank,suit" in " ".join(output.split()), output
 
 
 def test_numeric_flag_on_a_text_column_says_which_cell(tmp_path: Path) -> None:
