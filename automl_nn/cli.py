@@ -95,6 +95,11 @@ def search(
     dataset: Annotated[str | None, typer.Option(
         help="Dataset name (see `automl-nn datasets`), NAME?key=value&... or a .npz/.csv file.")] = None,
     target: Annotated[str | None, typer.Option(help="CSV column to predict.")] = None,
+    categorical: Annotated[str | None, typer.Option(
+        metavar="COLS", help="CSV columns to one-hot encode, comma-separated (default: text columns "
+        "and integer columns with few distinct values).")] = None,
+    numeric: Annotated[str | None, typer.Option(
+        metavar="COLS", help="CSV columns to read as numbers, comma-separated.")] = None,
     task: Annotated[str | None, typer.Option(
         help="classification or regression (default: inferred from the targets).")] = None,
     data_option: Annotated[list[str] | None, typer.Option(
@@ -174,7 +179,7 @@ def search(
         "width": width, "activation": activation, "optimizer": optimizer, "lr": lr,
         "batch_size": batch_size, "max_params": max_params, "max_flops": max_flops,
         "max_memory": max_memory, "target": target, "task": task, "oversample": oversample,
-        "pca": pca, "data_options": data_option,
+        "pca": pca, "data_options": _column_options(data_option, categorical=categorical, numeric=numeric),
         "amp": amp, "channels_last": channels_last, "compile": compile_,
     }
     config = cfg.resolve(raw, overrides)
@@ -195,6 +200,12 @@ def search(
     else:
         result = search.run_search(config, bundle, progress.make_reporter(err), slots[0].device)
     _print_rows(summary.front_rows(result), Format.table, title=f"Pareto front of {config.study_name}")
+
+
+def _column_options(data_options: list[str] | None, **columns: str | None) -> list[str] | None:
+    """--categorical / --numeric as the dataset options they are (so they enter the dataset spec)."""
+    extra = [f"{key}={value}" for key, value in columns.items() if value is not None]
+    return [*(data_options or []), *extra] or None
 
 
 @app.command()
