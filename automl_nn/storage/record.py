@@ -7,7 +7,9 @@ A trial stores, as Optuna user attributes, in one commit per step:
 - the trained metrics (`accuracy`, `loss`, ..., `train_time`) and their `test_*` values, at the end;
   a gated network adds `start_params` and `effective_widths` (the widths it was cut to);
 - `infeasible` (the violated constraints) instead of training, for a candidate over a hard limit;
-- `pruned_by` (the pruner's reason) or `fail_reason` / `fail_message` when it ends early.
+- `pruned_by` (the pruner's reason) or `fail_reason` / `fail_message` when it ends early;
+- `portfolio` (the name of the known-good point it trains), set when it was enqueued as one of a
+  new study's first trials (`enqueue_portfolio`).
 
 Everything that reads trials goes through `TrialRecord.of`, `is_infeasible`, `counts_toward_budget`
 and `front`, so the keys are written and parsed here only.
@@ -36,6 +38,7 @@ FAIL_REASON = "fail_reason"
 FAIL_MESSAGE = "fail_message"
 START_PARAMS = "start_params"
 EFFECTIVE_WIDTHS = "effective_widths"
+PORTFOLIO = "portfolio"
 TEST_PREFIX = "test_"
 _EPOCH_PREFIX = "epoch"
 
@@ -102,6 +105,12 @@ def write_gated(trial: optuna.Trial, start_params: float, widths: Sequence[int])
     set_user_attrs(trial, {START_PARAMS: start_params, EFFECTIVE_WIDTHS: list(widths)})
 
 
+def enqueue_portfolio(study: optuna.Study, points: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Queue known-good points (name, trial parameters) as the next trials, each marked with its name."""
+    for name, params in points:
+        study.enqueue_trial(dict(params), user_attrs={PORTFOLIO: name})
+
+
 # ---- the reader --------------------------------------------------------------------------------
 
 
@@ -123,6 +132,7 @@ class TrialRecord:
     fail_reason: str | None
     fail_message: str
     effective_widths: tuple[int, ...] | None
+    portfolio: str | None = None  # the known-good point it trains, when it came from the portfolio
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
@@ -147,6 +157,7 @@ class TrialRecord:
             infeasible=_text(attrs.get(INFEASIBLE)), pruned_by=attrs.get(PRUNED_BY),
             fail_reason=_text(attrs.get(FAIL_REASON)), fail_message=str(attrs.get(FAIL_MESSAGE, "")),
             effective_widths=tuple(int(w) for w in widths) if widths is not None else None,
+            portfolio=_text(attrs.get(PORTFOLIO)),
         )
 
     @property
