@@ -9,6 +9,8 @@ A trial stores, as Optuna user attributes, in one commit per step:
 - `infeasible` (the violated constraints) instead of training, for a candidate over a hard limit;
 - `pruned_by` (the pruner's reason) or `fail_reason` / `fail_message` when it ends early;
 - `time`: where the trial's seconds went (TIME_PARTS), last, for trials that trained (complete or pruned).
+- `portfolio` (the name of the known-good point it trains), set when it was enqueued as one of a
+  new study's first trials (`enqueue_portfolio`).
 
 Everything that reads trials goes through `TrialRecord.of`, `is_infeasible`, `counts_toward_budget`
 and `front`, so the keys are written and parsed here only.
@@ -41,6 +43,7 @@ FAIL_REASON = "fail_reason"
 FAIL_MESSAGE = "fail_message"
 START_PARAMS = "start_params"
 EFFECTIVE_WIDTHS = "effective_widths"
+PORTFOLIO = "portfolio"
 TEST_PREFIX = "test_"
 _EPOCH_PREFIX = "epoch"
 TIME = "time"
@@ -131,6 +134,12 @@ def write_gated(trial: optuna.Trial, start_params: float, widths: Sequence[int])
     set_user_attrs(trial, {START_PARAMS: start_params, EFFECTIVE_WIDTHS: list(widths)})
 
 
+def enqueue_portfolio(study: optuna.Study, points: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Queue known-good points (name, trial parameters) as the next trials, each marked with its name."""
+    for name, params in points:
+        study.enqueue_trial(dict(params), user_attrs={PORTFOLIO: name})
+
+
 # ---- the reader --------------------------------------------------------------------------------
 
 
@@ -153,6 +162,7 @@ class TrialRecord:
     fail_message: str
     effective_widths: tuple[int, ...] | None
     time: dict[str, float]  # seconds per TIME_PARTS and `trial`; empty for trials before it existed
+    portfolio: str | None = None  # the known-good point it trains, when it came from the portfolio
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
@@ -178,6 +188,7 @@ class TrialRecord:
             fail_reason=_text(attrs.get(FAIL_REASON)), fail_message=str(attrs.get(FAIL_MESSAGE, "")),
             effective_widths=tuple(int(w) for w in widths) if widths is not None else None,
             time=_seconds(attrs.get(TIME)),
+            portfolio=_text(attrs.get(PORTFOLIO)),
         )
 
     @property
