@@ -228,10 +228,11 @@ class TrialRecord:
         if not 1 <= epoch <= len(self.epochs):
             return None
         record = self.epochs[epoch - 1]
-        accuracy = float(record["val_accuracy"])
         seconds = sum(float(e.get("seconds", 0.0)) for e in self.epochs[:epoch])
-        return {"accuracy": accuracy, "error": 1.0 - accuracy, "loss": float(record["val_loss"]),
-                "train_time": seconds}
+        values = {"loss": float(record["val_loss"]), "train_time": seconds}
+        if "val_accuracy" in record:  # a regression's epochs carry no accuracy
+            values.update(accuracy=float(record["val_accuracy"]), error=1.0 - float(record["val_accuracy"]))
+        return values
 
 
 def _epochs(attrs: Mapping[str, Any]) -> tuple[dict[str, float], ...]:
