@@ -277,7 +277,8 @@ def test_export_of_a_table_takes_raw_rows_and_gives_target_units(cli: CliRunner,
                   [f"{','.join(r)},{v:.4f}" for r, v in zip(rows, level, strict=True)])
     code, output = run(cli, "search", "--dataset", path, "--target", "level", "--trials", "1",
                        "--epochs", "3", "--family", "linear", "--depth", "1", "--width", "16",
-                       "--batch-size", "32", "--lr", "0.01", "--seed", "0", "--objective", "mse")
+                       "--batch-size", "32", "--lr", "0.01", "--seed", "0", "--objective", "mse",
+                       "--defaults", "plain")  # this network, not the table default space's sample
     assert code == 0, output
     code, output = run(cli, "export", "automl-nn", "--trial", "0", "--out", "ex")
     assert code == 0, output
