@@ -14,7 +14,9 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -112,7 +114,10 @@ def search(
         help="Comma-separated objectives, e.g. accuracy,params (1 to 4).")] = None,
     trials: Annotated[int | None, typer.Option(
         help="Total finished trials the study should hold (re-running resumes up to it).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    timeout: Annotated[float | None, typer.Option(help=(
+        "Wall-clock budget in seconds, counted from the command's start. Without --trials the "
+        "search runs until it; a trial still training then stops as pruned, and candidates "
+        "predicted not to finish in the time left are skipped."))] = None,
     epochs: Annotated[str | None, typer.Option(help="Epochs per trial: N, a,b or low:high.")] = None,
     family: Annotated[str | None, typer.Option(help="Layer families, e.g. linear,conv2d.")] = None,
     depth: Annotated[str | None, typer.Option(help="Hidden layers: N, a,b or low:high.")] = None,
@@ -172,6 +177,7 @@ def search(
     = False,
 ) -> None:
     """Search architectures and hyperparameters; re-running the same command resumes the study."""
+    started = time.time()  # --timeout counts from here: loading the data is part of the budget
     from automl_nn import config as cfg
     from automl_nn import progress, search
     from automl_nn import workers as parallel
@@ -195,6 +201,8 @@ def search(
     }
     overrides.update(cfg.param_flags(param or [], overrides))
     config = cfg.resolve(raw, overrides)
+    if config.timeout is not None:
+        config = replace(config, deadline=started + config.timeout)
     slots = parallel.plan_slots(device, workers, trials_per_device)
     bundle = data.load(config.dataset, config.data_dir)
     if smoke:  # one process: worker processes would load the full data set

@@ -273,6 +273,8 @@ PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
 
 
 # `search --smoke`: the study's own code path on little data, to check a study file end to end fast.
+# `trials` of a search given a timeout and no trial count: it runs until the deadline
+UNTIL_DEADLINE = 10**9
 SMOKE_TRIALS = 2
 SMOKE_EPOCHS = 1
 SMOKE_SAMPLES = 512  # training samples (validation and test get half as many each)
@@ -350,6 +352,9 @@ class StudyConfig:
     defaults: str = dflt.AUTO
     portfolio: bool = True  # enqueue the modality's known-good points as a new study's first trials
     space: SpaceConfig = field(default_factory=lambda: parse_space({}))
+    # The wall-clock time (time.time()) `timeout` ends at, counted from the command's start; set
+    # by the command, never stored (a resumed search has a deadline of its own).
+    deadline: float | None = field(default=None, compare=False)
     # Keys (top-level and space parameters) the user set; the others may follow the data's task.
     # Not part of equality: the same search is the same whichever way it was written.
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
@@ -445,6 +450,8 @@ def resolve(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
     explicit = frozenset(k for k, v in merged.items() if v is not None) | frozenset(space_raw)
     config = StudyConfig(space=parse_space(space_raw, complete=False), explicit=explicit,
                          **_parse_top(merged))
+    if config.timeout is not None and "trials" not in explicit:
+        config = replace(config, trials=UNTIL_DEADLINE)  # a lone timeout: search until it
     _check_grid(config)
     _check_pruner(config)
     _check_gated(config.space)

@@ -48,6 +48,10 @@ class TrialFailure(Exception):
         self.reason = reason
 
 
+class DeadlineReached(Exception):
+    """The search's `--timeout` ran out while a trial trained: the trial stops as PRUNED."""
+
+
 class NonFiniteError(TrialFailure):
     """A loss or objective value became NaN or infinite."""
 

@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from automl_nn.config import UNTIL_DEADLINE
 from automl_nn.spec import Candidate
 from automl_nn.storage import record
 from automl_nn.storage.record import TrialRecord, describe_pruning
@@ -31,7 +32,8 @@ def describe_outcome(trial: FrozenTrial, study: optuna.Study) -> str:
         names = study.metric_names or [str(i) for i in range(len(trial.values))]
         values = " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, trial.values, strict=True))
         if rec.infeasible is not None:
-            return f"trial {trial.number} infeasible, not trained ({rec.infeasible})"
+            kind = "skipped" if record.is_skipped(trial) else "infeasible"
+            return f"trial {trial.number} {kind}, not trained ({rec.infeasible})"
         return f"trial {trial.number} complete: {values}"
     if trial.state == TrialState.PRUNED and rec.pruned_by is not None:
         return f"trial {trial.number} pruned ({describe_pruning(rec.pruned_by)})"
@@ -65,7 +67,10 @@ class LogReporter:
 
     def start(self, study_name: str, done: int, total: int) -> None:
         self.done, self.total = done, total
-        self._say(f"study {study_name}: {done} of {total} trials done")
+        if total >= UNTIL_DEADLINE:
+            self._say(f"study {study_name}: {done} trials done; searching until the deadline")
+        else:
+            self._say(f"study {study_name}: {done} of {total} trials done")
 
     def stop(self) -> None:
         pass
@@ -80,7 +85,8 @@ class LogReporter:
     def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
         if record.counts_toward_budget(trial):
             self.done += 1
-        self._say(f"{describe_outcome(trial, study)} [{self.done}/{self.total}, {best_text(study)}]")
+        total = "" if self.total >= UNTIL_DEADLINE else f"/{self.total}"
+        self._say(f"{describe_outcome(trial, study)} [{self.done}{total}, {best_text(study)}]")
 
     def _say(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -101,7 +107,8 @@ class BarReporter(LogReporter):
 
     def start(self, study_name: str, done: int, total: int) -> None:
         self.done, self.total = done, total
-        self.progress.update(self.task, total=total, completed=done, name=study_name)
+        self.progress.update(self.task, total=None if total >= UNTIL_DEADLINE else total, completed=done,
+                             name=study_name)
         self.progress.start()
 
     def stop(self) -> None:

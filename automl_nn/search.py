@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Protocol
 
@@ -37,6 +38,8 @@ SAME_FAILURE_LIMIT = 3  # identical failures in a row that stop a search instead
 # Infeasible candidates cost no training and do not count toward --trials, so a space that is
 # (nearly) all over the constraints would loop; this many in a row stops the search instead.
 INFEASIBLE_LIMIT = 100
+# Candidates in a row skipped because they would not finish before the deadline: the search ends.
+SKIP_LIMIT = 3
 # Failures that say nothing about the configuration: they never trip the breaker.
 CIRCUMSTANTIAL = ("oom", "stale", "interrupted")
 
@@ -89,6 +92,7 @@ class _Stopper:
     front_store: FileSystemArtifactStore | None = None  # drop weights of trials off the front
     streak: list[tuple[str, str]] = field(default_factory=list)
     infeasible: int = 0
+    skipped: int = 0
     tripped: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -109,6 +113,10 @@ class _Stopper:
             study.stop()
 
     def _track_infeasible(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.skipped = self.skipped + 1 if record.is_skipped(trial) else 0
+        if self.skipped >= SKIP_LIMIT:  # the time left fits no candidate the sampler proposes
+            log.info("%d candidates in a row would not finish before the deadline: stopping", self.skipped)
+            study.stop()
         self.infeasible = self.infeasible + 1 if record.is_infeasible(trial) else 0
         if self.infeasible >= INFEASIBLE_LIMIT:
             self.tripped = (f"the last {INFEASIBLE_LIMIT} candidates were all over the constraints "
@@ -224,6 +232,8 @@ def run_search(
 ) -> optuna.Study:
     """Run (or resume) the search until the study holds `config.trials` finished trials."""
     torch_device = resolve_device(device)
+    if config.timeout is not None and config.deadline is None:  # the command sets it at its start
+        config = replace(config, deadline=time.time() + config.timeout)
     accel.amp_dtype(config.accel().amp, torch_device)  # bf16 on a GPU without it: before storage
     recovery.heartbeat_settings()  # a bad AUTOMLNN_HEARTBEAT_* variable: refused before storage
     graceful = GracefulStop()
@@ -247,7 +257,8 @@ def run_search(
         reporter.start(config.study_name, count_done(study), config.trials)
         try:
             graceful.raise_if_pending()
-            study.optimize(_GuardedTrial(runner, graceful, beat), timeout=config.timeout,
+            left = None if config.deadline is None else max(0.0, config.deadline - time.time())
+            study.optimize(_GuardedTrial(runner, graceful, beat), timeout=left,
                            catch=(Exception,), callbacks=[stopper])
         except AssertionError as exc:  # Optuna's own check, raised over a failed final write
             failure = recovery.storage_failure(exc)

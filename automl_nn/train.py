@@ -24,7 +24,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from automl_nn import metrics
 from automl_nn.accel import PLAIN, Runtime
 from automl_nn.data.catalog import DataBundle
-from automl_nn.errors import NonFiniteError
+from automl_nn.errors import DeadlineReached, NonFiniteError
 from automl_nn.nn import gates, init_weights
 from automl_nn.nn.losses import LossFn, make_loss
 from automl_nn.nn.optim import make_optimizer, make_schedule
@@ -116,6 +116,7 @@ def fit(
     on_epoch: Callable[[EpochResult], None] | None = None,
     runtime: Runtime = PLAIN,
     eval_batch_size: int | None = None,
+    deadline: float | None = None,
 ) -> History:
     """Train `model` on `bundle` (already on the model's device) as `spec` says.
 
@@ -124,6 +125,7 @@ def fit(
     `runtime` sets precision, memory layout and compilation; `model` itself is never replaced by a
     compiled wrapper, so it is what the caller saves and exports. Validation runs in batches of
     `eval_batch_size` (default: `eval_batch` for this model, device and training batch).
+    A `deadline` (time.time()) that passes during an epoch raises DeadlineReached at the next step.
     """
     bundle = prepared(bundle, spec)
     if eval_batch_size is None:
@@ -138,7 +140,7 @@ def fit(
     history = History()
     for epoch in range(1, spec.epochs + 1):
         epoch_start = time.perf_counter()
-        train_loss = _train_epoch(net, bundle, spec.batch_size, loop, generator)  # synchronized
+        train_loss = _train_epoch(net, bundle, spec.batch_size, loop, generator, deadline)  # synchronized
         if not math.isfinite(train_loss):
             raise NonFiniteError(f"training loss became {train_loss} in epoch {epoch} "
                                  f"(lr={spec.lr:g}, optimizer={spec.optimizer})")
@@ -304,6 +306,7 @@ def _batch_starts(n: int, batch_size: int) -> list[int]:
 
 def _train_epoch(
     model: nn.Module, bundle: DataBundle, batch_size: int, loop: _Loop, generator: torch.Generator,
+    deadline: float | None = None,
 ) -> float:
     model.train()
     x, y = bundle.x_train, bundle.y_train
@@ -312,6 +315,8 @@ def _train_epoch(
     total = torch.zeros((), device=x.device)
     seen = 0
     for begin in _batch_starts(n, batch_size):
+        if deadline is not None and time.time() > deadline:
+            raise DeadlineReached("the search's time ran out during training")
         idx = order[begin:begin + batch_size]
         loss = loop.loss_fn(loop.runtime.forward(model, bundle.normalize(x[idx])), y[idx])
         objective = loss if loop.penalty is None else loss + loop.penalty()

@@ -34,11 +34,12 @@ from automl_nn.analysis import predictions
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle, on_device
 from automl_nn.data import load as load_dataset
-from automl_nn.errors import NonFiniteError, TrialFailure, UsageError
+from automl_nn.errors import DeadlineReached, NonFiniteError, TrialFailure, UsageError
 from automl_nn.nn import build, cut, effective_widths
 from automl_nn.nn.losses import make_loss
 from automl_nn.spec import ArchSpec, Candidate
 from automl_nn.storage import artifacts, record
+from automl_nn.storage.record import TrialRecord
 from automl_nn.train import (
     EpochResult,
     Evaluation,
@@ -108,6 +109,7 @@ class TrialRunner:
     predictions_store: FileSystemArtifactStore | None = None
 
     def __post_init__(self) -> None:
+        self.pace = Pace()
         self.prune = pruning.make_epoch_pruning(self.config)
         self.excluded = excluded_families(_family_names(self.config), self.bundle.input_shape)
         for name, reason in self.excluded.items():
@@ -118,6 +120,10 @@ class TrialRunner:
             return self._run(trial)
         except optuna.TrialPruned:
             raise  # Optuna records it PRUNED; `pruned_by` is already stored
+        except DeadlineReached as exc:  # stopped with its partial history, as a pruned trial
+            reason = {"pruner": "deadline", "epoch": TrialRecord.running(trial).trained_epochs}
+            record.write_pruned(trial, reason)
+            raise optuna.TrialPruned(f"{exc} (after epoch {reason['epoch']})") from None
         except KeyboardInterrupt as exc:
             mark_failed(trial, "interrupted", f"stopped by {exc or 'Ctrl-C'}")
             raise
@@ -154,6 +160,9 @@ class TrialRunner:
             violations = pruning.apply_constraints(trial, self.config.limits(), built.static)
         if violations:
             return self._infeasible(trial, built.static, violations)
+        skip = self._over_time(trial, built, candidate)
+        if skip is not None:
+            return skip
         runtime = accel.runtime_for(self.config.accel(), self.device, candidate.arch.family)
         batch = eval_batch_for(built, candidate, self.device)
         recorder = (None if self.predictions_store is None else
@@ -161,8 +170,11 @@ class TrialRunner:
                                          test_each_epoch=self.config.test_each_epoch, batch_size=batch))
         done = train_measured(built, candidate, self.bundle, self.device, runtime, eval_batch_size=batch,
                               on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs,
-                                                                recorder, clock))
+                                                                recorder, clock),
+                              deadline=self.config.deadline)
         clock.fit = dict(done.seconds)  # every epoch's, and the evaluation after the last
+        self.pace.observe(built.static["flops"], self.bundle.n_train * len(done.history),
+                          done.seconds["train"])
         # the static costs are stored already, unless a gated network's cut changed them
         results: dict[str, Any] = {**done.trained,
                                    **{record.TEST_PREFIX + n: v for n, v in done.test.scores.items()}}
@@ -188,11 +200,37 @@ class TrialRunner:
             with clock.timing("artifacts"):
                 predictions.save_predictions(trial, recorder, self.predictions_store)
 
+    def _over_time(self, trial: optuna.Trial, built: Built, candidate: Candidate) -> list[float] | None:
+        """Skip a candidate whose predicted training time exceeds the time left before the deadline.
+
+        The sampler is told through a violated `max_time` constraint (predicted / left - 1), so it
+        learns which candidates are too slow for the budget; the trial closes COMPLETE and skipped,
+        never trained, off the front and not counted toward --trials.
+        """
+        if self.config.deadline is None:
+            return None
+        left = self.config.deadline - time.time()
+        if not self.pace.known:
+            self.pace.probe(built.model, self.bundle, candidate.train.batch_size, built.static["flops"],
+                            self.device)
+        predicted = self.pace.predict(built.static["flops"], self.bundle.n_train * candidate.train.epochs)
+        if predicted <= SKIP_MARGIN * left:
+            return None
+        trial.set_constraint("max_time", predicted / max(left, 1e-3) - 1.0)
+        reason = f"predicted training time {predicted:.0f} s > {max(left, 0.0):.0f} s left to the deadline"
+        record.write_skipped(trial, reason)
+        log.info("trial %d skipped: %s", trial.number, reason)
+        return self._placeholders(built.static)
+
     def _infeasible(self, trial: optuna.Trial, static: dict[str, float],
                     violations: list[str]) -> list[float]:
         """Close a candidate over a constraint without training it (it costs no epoch)."""
         record.write_infeasible(trial, violations)
         log.info("trial %d infeasible, not trained: %s", trial.number, "; ".join(violations))
+        return self._placeholders(static)
+
+    def _placeholders(self, static: dict[str, float]) -> list[float]:
+        """Objective values of a candidate that was never trained (real static costs)."""
         bundle = self.bundle
         untrained = pruning.untrained_scores(bundle.task, bundle.n_outputs, target_spread(bundle))
         return pruning.infeasible_values(self.config.objectives, static, untrained)
@@ -213,6 +251,51 @@ class TrialRunner:
         if reason is not None:
             record.write_pruned(trial, reason, clock.total())
             raise optuna.TrialPruned(record.describe_pruning(reason))
+        if self.config.deadline is not None and time.time() > self.config.deadline and result.epoch < epochs:
+            raise DeadlineReached("the search's time ran out")
+
+
+PROBE_STEPS = 5
+# A candidate is skipped only when predicted to need this many times the time left: the prediction
+# is rough (FLOPs do not tell a tiny network's per-step overhead), and a trial that overruns is
+# stopped at the deadline anyway, so only clearly hopeless candidates are not started.
+SKIP_MARGIN = 2.0
+
+
+@dataclass
+class Pace:
+    """Training speed seen by this process, in forward FLOPs per second (3x for a training step).
+
+    Predicts a candidate's training time from its FLOPs per sample and the samples it will see;
+    before any trial has trained, `probe` times two training steps of the candidate itself.
+    """
+
+    flops: float = 0.0  # forward FLOPs trained on: per-sample FLOPs x samples
+    seconds: float = 0.0  # the training steps' seconds they took
+
+    @property
+    def known(self) -> bool:
+        return self.seconds > 0
+
+    def observe(self, flops_per_sample: float, samples: int, seconds: float) -> None:
+        if seconds > 0 and flops_per_sample > 0:
+            self.flops += flops_per_sample * samples
+            self.seconds += seconds
+
+    def predict(self, flops_per_sample: float, samples: int) -> float:
+        return flops_per_sample * samples * self.seconds / self.flops if self.flops else 0.0
+
+    def probe(self, model: nn.Module, bundle: DataBundle, batch_size: int, flops_per_sample: float,
+              device: torch.device) -> None:
+        """Time a training step (forward and backward) of `model` on one batch; a copy trains."""
+        probe = copy.deepcopy(model).to(device).train()
+        x = bundle.normalize(bundle.x_train[:batch_size].to(device))
+        times = []
+        for _ in range(PROBE_STEPS):  # the fastest: the first pays for allocation and kernel choice
+            start = time.perf_counter()
+            probe(x).float().sum().backward()
+            times.append(time.perf_counter() - start)
+        self.observe(flops_per_sample, int(x.shape[0]), min(times))
 
 
 @dataclass
@@ -337,7 +420,7 @@ def train_measured(built: Built, candidate: Candidate, bundle: DataBundle, devic
                    runtime: accel.Runtime = accel.PLAIN, *,
                    on_epoch: Callable[[EpochResult], None] | None = None,
                    init_state: dict[str, torch.Tensor] | None = None,
-                   eval_batch_size: int | None = None) -> Trained:
+                   eval_batch_size: int | None = None, deadline: float | None = None) -> Trained:
     """Train a built candidate as a trial does, then cut a gated network and evaluate it.
 
     The last epoch's validation is reused when the network is unchanged since (not gated), and
@@ -351,7 +434,8 @@ def train_measured(built: Built, candidate: Candidate, bundle: DataBundle, devic
         train = replace(train, init="default")
     model.to(device)
     batch = eval_batch_size or eval_batch_for(built, candidate, device)
-    history = fit(model, bundle, train, on_epoch=on_epoch, runtime=runtime, eval_batch_size=batch)
+    history = fit(model, bundle, train, on_epoch=on_epoch, runtime=runtime, eval_batch_size=batch,
+                  deadline=deadline)
     after = time.perf_counter()
     arch, trained, cut_seconds = candidate.arch, {}, 0.0
     if arch.gated:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from automl_nn.config import Choice, Fixed, Range, check_against_data, load_file, resolve
+from automl_nn.config import UNTIL_DEADLINE, Choice, Fixed, Range, check_against_data, load_file, resolve
 from automl_nn.data.catalog import load
 from automl_nn.errors import ConfigError
 
@@ -126,3 +126,10 @@ def test_losses_and_families_that_cannot_apply_to_the_data() -> None:
         check_against_data(resolve({"space": {"family": ["conv2d", "resnet", "conv3d"]}}), vectors)
     check_against_data(resolve({"space": {"family": ["conv2d", "conv1d"]}}), vectors)
 
+
+
+def test_a_lone_timeout_means_until_the_deadline_and_an_explicit_trial_count_wins() -> None:
+    assert resolve({"timeout": 120}).trials == UNTIL_DEADLINE
+    assert resolve({"timeout": 120, "trials": 7}).trials == 7
+    assert resolve({}, {"timeout": 60, "trials": 3}).trials == 3
+    assert resolve({}).trials == 20 and resolve({}).deadline is None

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LR_ONLY = ["--dataset", "digits", "--objective", "accuracy", "--family", "linear", "--depth", "1",
            "--width", "4", "--activation", "relu", "--optimizer", "adam", "--batch-size", "256",
            "--epochs", "1", "--lr", "1e-4:1e-1:log", "--seed", "0"]
+# one fixed tiny network, its epochs given by the test
+TINY_ARGS = [*LR_ONLY[:LR_ONLY.index("--epochs")], "--lr", "0.01", "--seed", "0", "--defaults", "plain"]
 
 
 def _trials(name: str, storage: str = "sqlite:///automl-nn.db") -> list[optuna.trial.FrozenTrial]:
@@ -81,7 +83,10 @@ def test_timeout_stops_the_search_between_trials(cli: CliRunner) -> None:
     assert code == 0, output
     trials = _trials("t")
     assert 1 <= len(trials) < 10000 and elapsed < 120
-    assert all(t.state == TrialState.COMPLETE for t in trials)  # none cut off or left running
+    # none left running: a trial still training at the deadline stops as pruned, with its reason
+    assert all(t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED
+                                                  and t.user_attrs["pruned_by"]["pruner"] == "deadline")
+               for t in trials)
     # no trial starts once the timeout has passed
     first, last = trials[0].datetime_start, trials[-1].datetime_start
     assert first is not None and last is not None and (last - first).total_seconds() < 2
@@ -141,3 +146,48 @@ def test_join_study_with_local_workers_finishes_the_stored_target(cli: CliRunner
     joined = {t.system_attrs[recovery.LEASE_KEY]["pid"] for t in trials[2:]}
     assert len(joined) == 2 and os.getpid() not in joined  # two worker processes, not this one
     assert {t.params["width"] for t in trials} <= set(range(4, 17))  # the stored space
+
+
+def test_a_lone_timeout_searches_until_the_deadline(cli: CliRunner) -> None:
+    """No --trials: the search runs until the deadline (not the default 20), counted from the
+    command's start, and ends within the promised slack after it."""
+    started = time.perf_counter()
+    code, output = run(cli, "search", *LR_ONLY, "--sampler", "random", "--timeout", "12",
+                       "--study-name", "lone")
+    elapsed = time.perf_counter() - started
+    assert code == 0, output
+    assert 10 <= elapsed <= 12 + 30, elapsed
+    assert "searching until the deadline" in output
+    trials = _trials("lone")
+    assert trials and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.FAIL)]
+
+
+def test_a_trial_training_at_the_deadline_stops_as_pruned_with_its_history(cli: CliRunner) -> None:
+    started = time.perf_counter()
+    code, output = run(cli, "search", *TINY_ARGS, "--epochs", "2000", "--trials", "3", "--timeout", "15",
+                       "--study-name", "late", "--no-portfolio")
+    elapsed = time.perf_counter() - started
+    assert code == 0, output
+    assert elapsed <= 15 + 30, elapsed
+    (trial,) = _trials("late")
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_by"]["pruner"] == "deadline"
+    trained = trial.user_attrs["epochs_trained"]
+    assert 1 <= trained < 2000 and trial.user_attrs["pruned_by"]["epoch"] == trained
+    assert f"epoch{trained}" in trial.user_attrs  # the partial history is kept
+
+
+def test_candidates_that_cannot_finish_in_the_time_left_are_skipped(cli: CliRunner) -> None:
+    """A candidate predicted to train longer than the time left is not started: it is closed as
+    skipped under a violated max_time constraint (the sampler learns from it), never counted, and a
+    run of skips ends the search instead of spinning."""
+    code, output = run(cli, "search", *TINY_ARGS, "--epochs", "200000", "--trials", "5", "--timeout", "20",
+                       "--study-name", "skip", "--no-portfolio")
+    assert code == 0, output
+    trials = _trials("skip")
+    assert len(trials) == 3  # SKIP_LIMIT in a row, then the search ends
+    for t in trials:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["skipped"] is True
+        assert t.user_attrs["epochs_trained"] == 0 and t.constraints["max_time"] > 0
+        assert "left to the deadline" in t.user_attrs["infeasible"]
+    code, output = run(cli, "pareto", "skip", "--format", "json")
+    assert code == 0 and output.strip() in ("[]", "")  # never trained: never on the front

@@ -38,6 +38,7 @@ CANDIDATE = "candidate"
 SEED = "seed"
 EPOCHS_TRAINED = "epochs_trained"
 INFEASIBLE = "infeasible"
+SKIPPED = "skipped"  # infeasible because of the time left, not a limit on the network
 PRUNED_BY = "pruned_by"
 FAIL_REASON = "fail_reason"
 FAIL_MESSAGE = "fail_message"
@@ -98,6 +99,12 @@ def write_epoch(trial: optuna.Trial, epoch: int, values: Mapping[str, float]) ->
 
 def write_infeasible(trial: optuna.Trial, violations: Sequence[str]) -> None:
     set_user_attrs(trial, {INFEASIBLE: "; ".join(violations), EPOCHS_TRAINED: 0})
+
+
+def write_skipped(trial: optuna.Trial, reason: str) -> None:
+    """Not started: its predicted training time exceeded the time left (closed like an infeasible
+    candidate, never trained)."""
+    set_user_attrs(trial, {INFEASIBLE: reason, SKIPPED: True, EPOCHS_TRAINED: 0})
 
 
 def write_pruned(trial: optuna.Trial, reason: Mapping[str, Any],
@@ -292,6 +299,11 @@ def describe_pruning(reason: Mapping[str, Any]) -> str:
 def is_infeasible(trial: FrozenTrial) -> bool:
     """True for a trial over a hard constraint (it was never trained)."""
     return INFEASIBLE in trial.user_attrs
+
+
+def is_skipped(trial: FrozenTrial) -> bool:
+    """True for a candidate not started because the time left was too short (`write_skipped`)."""
+    return bool(trial.user_attrs.get(SKIPPED))
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
