@@ -1,10 +1,13 @@
-"""The trial function: sample a candidate, measure its static costs, train it, return objectives.
+"""One trial end to end: sample a candidate, measure its static costs, train it, return objectives.
 
-Every trial stores all metrics as user attributes (whether or not they are objectives), its
-candidate, seed, per-epoch validation history (`epoch{k}`) and `epochs_trained`; a failed trial
-stores `fail_reason`. A candidate over a hard constraint is never trained: it is recorded COMPLETE
-with `infeasible` (what it violates), its real static costs and placeholder trained values, and
-Optuna's constraint keeps it off the front. A pruned trial stores `pruned_by` (the pruner's reason).
+What a trial stores (every metric, its candidate and seed, each epoch, why it stopped) is written
+through `storage.record`, which names every key. A candidate over a hard constraint is never
+trained: it is recorded COMPLETE as infeasible, with its real static costs and placeholder trained
+values, and Optuna's constraint keeps it off the front.
+
+`measure` and `train_measured` are the one way to train a candidate as a trial does; the runner
+calls them between its storage writes, and `train_candidate` (`export --retrain`, `train`,
+`ablate`) calls them on a data set of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import math
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import optuna
@@ -256,11 +259,13 @@ def train_measured(built: Built, candidate: Candidate, bundle: DataBundle, devic
     The last epoch's validation is reused when the network is unchanged since (not gated); the
     training time leaves out `on_epoch` (a predictions recorder included).
     """
-    model = built.model
+    model, train = built.model, candidate.train
     if init_state is not None:
         model.load_state_dict(init_state)
+        # fit() first applies the spec's initializer, which would overwrite the starting weights
+        train = replace(train, init="default")
     model.to(device)
-    history = fit(model, bundle, candidate.train, on_epoch=on_epoch, runtime=runtime)
+    history = fit(model, bundle, train, on_epoch=on_epoch, runtime=runtime)
     arch, trained = candidate.arch, {}
     if arch.gated:
         model, shrunk = cut_trained(model, candidate, bundle)

@@ -12,7 +12,7 @@ import pytest
 
 from automl_nn.analysis import questions as analysis
 from automl_nn.results import analysis_page
-from tests.browser import browser_context
+from tests.browser import browser_context, needs_browser
 from tests.test_analysis import _predictions, _trials
 
 ALL_FIGURES = ("q1-attempts", "q2-leaders", "q3-6-costs", "q7-epochs", "q8-samples", "q8-grid",
@@ -72,6 +72,7 @@ def test_out_must_be_a_directory(tmp_path: Path) -> None:
         analysis_page.write(tmp_path / "file", _answers())
 
 
+@needs_browser
 def test_page_renders_in_chromium(page_context: Any, tmp_path: Path) -> None:
     paths = analysis_page.write(tmp_path, _answers(), _images())
     page = page_context.new_page()

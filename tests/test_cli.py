@@ -86,7 +86,7 @@ def test_seed_makes_a_sequential_search_repeat(cli: CliRunner) -> None:
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--dataset", "mnistt"], 'unknown dataset "mnistt"'),
     (["--objective", "acuracy"], 'Did you mean "accuracy"'),
-    (["--family", "conv4d"], 'unknown name "conv4d"'),
+    (["--family", "conv4d"], 'unknown family "conv4d"'),
     (["--activation", "relu,sigmod"], 'Did you mean "sigmoid"'),
     (["--width", "64:8"], "low <= high"),
     (["--lr", "0:0.1:log"], "must be > 0"),

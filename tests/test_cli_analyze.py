@@ -50,7 +50,18 @@ def test_analyze_writes_page_and_json(cli: CliRunner, searched: optuna.Study, tm
     assert answers["with_predictions"] == 3 and answers["needs_predictions"] == []
     assert [r["attempt"] for r in answers["q1_attempts"]] == ["1", "2", "last"]
     q8 = answers["q8_samples"]
-    assert q8["samples"] == load("digits").y_val.shape[0] and q8["easy"] <= q8["samples"]
+    # recounted from the kept predictions: easy = every trial's last epoch right; weird = all
+    # three trials give the same wrong answer (more than 90% of them)
+    labels = predictions.fetch(searched.user_attrs[predictions.LABELS_ATTR],
+                               searched.user_attrs[predictions.LABELS_HASH_ATTR], STORE,
+                               "labels")["val_labels"]
+    last = np.stack([predictions.fetch(t.user_attrs[predictions.ARTIFACT_ATTR],
+                                       t.user_attrs[predictions.HASH_ATTR], STORE,
+                                       "predictions")["val_pred"][-1] for t in searched.trials])
+    assert q8["samples"] == load("digits").y_val.shape[0] == labels.shape[0]
+    assert q8["easy"] == int((last == labels).all(axis=0).sum())
+    assert q8["weird"] == int(((last == last[0]).all(axis=0) & (last[0] != labels)).sum())
+    assert 0 < q8["easy"] < q8["samples"]
     best = max(searched.trials, key=lambda t: (t.user_attrs["accuracy"], -t.number))
     assert answers["q9_best_per_class"]["trial"] == best.number
     assert (tmp_path / "out" / "analysis.html").stat().st_size > 1_000_000

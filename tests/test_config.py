@@ -40,8 +40,8 @@ def test_overrides_beat_the_file() -> None:
 
 
 @pytest.mark.parametrize(("raw", "fragment"), [
-    ({"spcae": {}}, 'spcae: unknown key. Did you mean "space"?'),
-    ({"space": {"widht": 3}}, 'space.widht: unknown key. Did you mean "width"?'),
+    ({"spcae": {}}, 'spcae: unknown key "spcae". Did you mean "space"?'),
+    ({"space": {"widht": 3}}, 'space.widht: unknown key "widht". Did you mean "width"?'),
     ({"space": {"lr": {"low": 1e-3, "high": 1e-1, "lgo": True}}}, "space.lr.lgo: unknown key"),
     ({"space": {"width": {"low": 64, "high": 8}}}, "low <= high, but got low=64, high=8"),
     ({"space": {"lr": {"low": 0, "high": 1, "log": True}}}, "space.lr.low: must be > 0"),
@@ -50,8 +50,8 @@ def test_overrides_beat_the_file() -> None:
     ({"space": {"depth": {"low": 1, "high": 4, "step": 2}}}, "multiple of step"),
     ({"space": {"width": {"low": 8, "high": 64, "step": 8, "log": True}}}, "cannot be combined"),
     ({"space": {"activation": []}}, "at least one option"),
-    ({"space": {"activation": ["relu", "sigmoidd"]}}, 'space.activation[1]: unknown name "sigmoidd"'),
-    ({"space": {"family": "conv4d"}}, 'unknown name "conv4d"'),
+    ({"space": {"activation": ["relu", "sigmoidd"]}}, 'space.activation[1]: unknown activation "sigmoidd"'),
+    ({"space": {"family": "conv4d"}}, 'unknown family "conv4d"'),
     ({"space": {"epochs": 0}}, "space.epochs: must be >= 1, but got 0"),
     ({"trials": 0}, "trials: must be at least 1, but got 0"),
     ({"objectives": ["acuracy"]}, 'unknown objective "acuracy". Did you mean "accuracy"?'),
@@ -63,14 +63,14 @@ def test_overrides_beat_the_file() -> None:
     ({"space": {"batch_size": "many"}}, "space.batch_size: expected an integer"),
     ({"space": {"dropout": 1.0}}, "space.dropout: must be < 1, but got 1"),
     ({"space": {"label_smoothing": -0.1}}, "space.label_smoothing: must be >= 0"),
-    ({"space": {"pool": "mean"}}, 'space.pool: unknown name "mean"'),
+    ({"space": {"pool": "mean"}}, 'space.pool: unknown pool "mean"'),
     ({"space": {"width_mode": "per-layer"}}, 'Did you mean "per_layer"'),
-    ({"space": {"init": "kaiming"}}, 'unknown name "kaiming"'),
+    ({"space": {"init": "kaiming"}}, 'unknown init "kaiming"'),
     ({"space": {"schedule": "cosin"}}, 'Did you mean "cosine"'),
-    ({"space": {"optimizer": ["adamw", "adagrad"]}}, 'space.optimizer[1]: unknown name "adagrad"'),
+    ({"space": {"optimizer": ["adamw", "adagrad"]}}, 'space.optimizer[1]: unknown optimizer "adagrad"'),
     ({"space": {"normalize": "yes"}}, "space.normalize: expected true or false"),
     ({"space": {"lr_gamma": 1.5}}, "space.lr_gamma: must be <= 1"),
-    ({"space": {"activation": "swish"}}, 'unknown name "swish"'),
+    ({"space": {"activation": "swish"}}, 'unknown activation "swish"'),
 ])
 def test_bad_config_names_the_key_path(raw: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from automl_nn.results import dashboard
 from automl_nn.storage import backends
-from tests.browser import browser_context, is_real_png
+from tests.browser import browser_context, is_real_png, needs_browser
 from tests.conftest import run
 from tests.fake_study import make_study
 
@@ -79,6 +79,7 @@ def test_stop_is_quick(tmp_path: Path) -> None:
     assert not running.thread.is_alive()
 
 
+@needs_browser
 def test_study_page_shows_the_pareto_plot(board: dashboard.Dashboard, page_context: Any,
                                           tmp_path: Path) -> None:
     page = page_context.new_page()

@@ -43,12 +43,23 @@ def test_picks_on_a_study() -> None:
     cheapest = min(best, key=lambda t: (t.user_attrs["flops"], t.number))
     assert decide.pick(study, "min-flops").number == cheapest.number  # not an objective: user attrs
     assert decide.pick(study, "min-train-time").number == decide.pick(study, "min-train_time").number
-    assert decide.pick(study, "knee") == decide.knee(study)
+
+
+def test_knee_pick_of_a_study_is_the_hand_worked_knee() -> None:
+    """The front of the knee test above, as trials (plus a dominated one): trial 1 is the knee."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ([1.0, 1000.0], [0.95, 280.0], [0.7, 190.0], [0.5, 100.0], [0.6, 900.0]):
+        study.tell(study.ask(), values)
+    # normalized: A (0, 1), B (0.1, 0.2), C (0.6, 0.1), D (1, 0); B is farthest below x + y = 1
+    assert decide.pick(study, "knee").number == 1
+    assert decide.knee(study).number == 1
+    study.tell(study.ask(), [0.97, 250.0])  # dominates B: now it is the knee (0.06, 0.167)
+    assert decide.pick(study, "knee").number == 5
 
 
 def test_unknown_pick_lists_the_valid_ones() -> None:
     study = make_study(optuna.storages.InMemoryStorage(), n=3)
     with pytest.raises(decide.PickError, match=r'Did you mean "min-params"\?.*knee, max-accuracy'):
         decide.pick(study, "min-param")
-    with pytest.raises(decide.PickError, match="unknown rule"):
+    with pytest.raises(decide.PickError, match="unknown pick"):
         decide.pick(study, "max-params")  # params only get better downwards

@@ -3,8 +3,10 @@
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -13,8 +15,9 @@ import torch
 from typer.testing import CliRunner
 
 from automl_nn import load_exported
+from automl_nn.data.catalog import load
 from automl_nn.errors import StorageError
-from automl_nn.results.export import read_arch
+from automl_nn.results.export import import_source, read_arch
 from automl_nn.spec import Candidate
 from automl_nn.trial import train_candidate
 from automl_nn.vocab import FAMILIES
@@ -45,6 +48,22 @@ def _fresh_interpreter_outputs(directory: Path, batch: Path, out: Path) -> dict[
     return {"automl_modules": json.loads(result.stdout)}
 
 
+def _accuracy(model: torch.nn.Module, preprocess: Callable[[torch.Tensor], torch.Tensor],
+              split: str) -> float:
+    """Accuracy of an exported model on a split of digits, fed raw inputs through `preprocess`."""
+    bundle = load("digits")
+    x, y = getattr(bundle, f"x_{split}"), getattr(bundle, f"y_{split}")
+    with torch.no_grad():
+        predicted = model(preprocess(x)).argmax(dim=1)
+    return float((predicted == y).float().mean().item())
+
+
+def _exported(directory: Path) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """The export as a user loads it: its model.py's load() and preprocess()."""
+    module = import_source(directory / "model.py")
+    return module.load(), module.preprocess
+
+
 @pytest.mark.parametrize("family", [f for f in FAMILIES.names()
                                     if FAMILIES.get(f).supports((1, 8, 8)) is None])
 def test_export_reloads_with_only_torch_and_matches_the_trial(
@@ -73,7 +92,43 @@ def test_export_reloads_with_only_torch_and_matches_the_trial(
     with torch.no_grad():
         expected = retrained.model.eval()((batch - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1))
     assert torch.allclose(exported_out, expected, atol=1e-5)
-    assert torch.equal(load_exported(directory)(batch), load_exported(directory)(batch))
+    # the exported weights are the trial's: they score its stored validation and test accuracy
+    model, preprocess = _exported(directory)
+    assert _accuracy(model, preprocess, "val") == pytest.approx(trial.values[0], abs=1e-6)
+    assert _accuracy(model, preprocess, "test") == pytest.approx(trial.user_attrs["test_accuracy"],
+                                                                 abs=1e-6)
+    assert torch.equal(load_exported(directory)(batch), model(batch))
+
+
+@pytest.mark.parametrize("family", ["linear", "conv2d"])
+def test_onnx_export_computes_what_the_trial_model_computes(cli: CliRunner, tmp_path: Path,
+                                                            family: str) -> None:
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[dev]')")
+    from onnx.reference import ReferenceEvaluator
+
+    _search_one(cli, family, "o")
+    code, output = run(cli, "export", "o", "--trial", "0", "--out", "ex", "--onnx")
+    assert code == 0, output
+    graph = onnx.load(str(tmp_path / "ex" / "model.onnx"))
+    onnx.checker.check_model(graph, full_check=True)
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # any batch size
+    model, preprocess = _exported(tmp_path / "ex")
+    x = preprocess(load("digits").x_test[:7])
+    got = ReferenceEvaluator(graph).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(got), model(x), atol=1e-5)
+
+
+def test_onnx_export_without_onnx_says_what_to_install(cli: CliRunner,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    _search_one(cli, "linear", "no-onnx")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnx" else real(name, *a))
+    code, output = run(cli, "export", "no-onnx", "--trial", "0", "--out", "ex", "--onnx")
+    assert code == 2 and "--onnx needs the onnx package: pip install onnx onnxscript" in output
 
 
 def test_train_command_reproduces_the_trial(cli: CliRunner) -> None:
@@ -84,8 +139,30 @@ def test_train_command_reproduces_the_trial(cli: CliRunner) -> None:
     assert f"{study.trials[0].values[0]:.4g}" in output
     arch, meta = read_arch(Path("ex/arch.json"))
     assert arch.family == "linear" and meta["trial"] == 0
-    code, output = run(cli, "train", "ex", "--epochs", "2", "--init-weights")
+
+
+@pytest.mark.parametrize("init", ["default", "kaiming_normal"])
+def test_train_init_weights_starts_from_the_exported_weights(
+    cli: CliRunner, tmp_path: Path, init: str
+) -> None:
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(f"space: {{init: {init}, lr: 0.05}}\n")
+    study = _search_one(cli, "linear", "iw", str(study_file))
+    trial = study.trials[0]
+    assert trial.user_attrs["candidate"]["train"]["init"] == init
+    run(cli, "export", "iw", "--trial", "0", "--out", "ex")
+    # a learning rate too small to move the weights: an epoch from the exported weights scores
+    # what the trial scored, an epoch from a fresh initialization scores about chance
+    meta = json.loads(Path("ex/meta.json").read_text())
+    meta["train"]["lr"] = 1e-12
+    Path("ex/meta.json").write_text(json.dumps(meta))
+    code, output = run(cli, "train", "ex", "--epochs", "1", "--init-weights")
     assert code == 0, output
+    first = float(re.search(r"epoch 1: val_accuracy=([0-9.]+)", output).group(1))  # type: ignore[union-attr]
+    assert first == pytest.approx(trial.values[0], abs=1e-4)
+    code, output = run(cli, "train", "ex", "--epochs", "1")
+    scratch = float(re.search(r"epoch 1: val_accuracy=([0-9.]+)", output).group(1))  # type: ignore[union-attr]
+    assert scratch < trial.values[0] - 0.2
 
 
 def test_tampered_weights_are_refused(cli: CliRunner) -> None:
@@ -143,6 +220,12 @@ def test_pareto_export_and_dropped_weights(cli: CliRunner) -> None:
     code, output = run(cli, "export", "front", "--trial", str(off_front[0]), "--out", "off", "--retrain")
     assert code == 0, output
     assert len(list(Path("automl-nn-artifacts").rglob("*"))) == len(front)
+    # retrained from the trial's seed: the weights score exactly what the trial recorded
+    dropped = study.trials[off_front[0]]
+    model, preprocess = _exported(Path("off"))
+    assert _accuracy(model, preprocess, "val") == pytest.approx(dropped.values[0], abs=1e-6)
+    assert _accuracy(model, preprocess, "test") == pytest.approx(dropped.user_attrs["test_accuracy"],
+                                                                 abs=1e-6)
 
 
 def test_export_bad_input(cli: CliRunner) -> None:

@@ -112,7 +112,7 @@ def test_unknown_activation_in_a_spec_is_a_clear_error() -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "fragment"), [
-    ("pool", "mean", 'arch.pool: unknown value "mean"'),
+    ("pool", "mean", 'arch.pool: unknown pool "mean"'),
     ("dropout_at", "dens", 'Did you mean "dense"'),
     ("dropout", 1.0, "0 <= dropout < 1"),
     ("stride", 0, "must be >= 1"),

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from automl_nn import pruning
-from automl_nn.config import PrunerConfig, resolve
+from automl_nn.config import SINGLE_OBJECTIVE_PRUNERS, PrunerConfig, resolve
 from automl_nn.errors import ConfigError
 from automl_nn.results.summary import pruning_summary
 from automl_nn.storage import record
@@ -178,11 +178,84 @@ def test_single_objective_pruners_see_the_reported_epoch_metric() -> None:
     assert hook(strong, 1, 2) is None
 
 
-@pytest.mark.parametrize("name", ["median", "percentile", "hyperband", "sha", "patient", "wilcoxon"])
-def test_every_single_objective_pruner_is_built(name: str) -> None:
-    config = resolve({"objectives": ["loss"], "pruner": name})
-    assert isinstance(pruning.make_pruner(config), optuna.pruners.BasePruner)
-    assert isinstance(pruning.make_epoch_pruning(config), pruning.OptunaPruning)
+EPOCHS = 9
+# The epochs at which each pruner stops a trial that is clearly worse than every finished one.
+# median, percentile and successive halving judge the first epoch; hyperband the first rung of the
+# trial's bracket (epoch 1 or 3 of 9; these trials of study "curves" miss the bracket whose only
+# rung is the last epoch); patient waits until the trial has also got worse for an epoch
+# (patience 1: the third epoch); wilcoxon until 4 epochs all below the best trial make the
+# difference significant (one-sided p = 1/16 < 0.1).
+PRUNED_AT = {"median": {1}, "percentile": {1}, "hyperband": {1, 3}, "sha": {1}, "patient": {3},
+             "wilcoxon": {4}}
+
+
+def _train_through_hook(study: optuna.Study, hook: pruning.EpochPruning,
+                        curve: list[float]) -> tuple[FrozenTrial, dict[str, Any] | None]:
+    """What TrialRunner does with one trial: record each epoch, ask the hook, stop when it says."""
+    trial = study.ask()
+    for epoch in range(1, len(curve) + 1):
+        _record(trial, 100.0, curve[:epoch], len(curve))
+        reason = hook(trial, epoch, len(curve))
+        if reason is not None:
+            study.tell(trial, state=TrialState.PRUNED)
+            return study.trials[trial.number], reason
+    study.tell(trial, curve[-1])
+    return study.trials[trial.number], None
+
+
+@pytest.mark.parametrize("name", SINGLE_OBJECTIVE_PRUNERS)
+def test_every_single_objective_pruner_prunes_a_clearly_worse_trial(name: str) -> None:
+    config = resolve({"objectives": ["accuracy"], "space": {"epochs": EPOCHS},
+                      "pruner": {"name": name, "startup_trials": 2}})
+    # a fixed name: hyperband assigns trials to its brackets by a hash of study name and number
+    study = optuna.create_study(study_name="curves", direction="maximize",
+                                pruner=pruning.make_pruner(config))
+    hook = pruning.make_epoch_pruning(config)
+    rising = [[0.5 + 0.01 * i + 0.04 * k for k in range(EPOCHS)] for i in range(6)]
+    assert [_train_through_hook(study, hook, curve)[1] for curve in rising] == [None] * 6
+    diverging = [0.2 - 0.01 * k for k in range(EPOCHS)]
+    for _ in range(3):
+        trial, reason = _train_through_hook(study, hook, diverging)
+        assert trial.state == TrialState.PRUNED and reason is not None
+        epoch = reason["epoch"]
+        assert epoch in PRUNED_AT[name]
+        assert reason == {"pruner": name, "epoch": epoch, "accuracy": diverging[epoch - 1]}
+        assert trial.intermediate_values == {k: diverging[k - 1] for k in range(1, epoch + 1)}
+    best = [0.62 + 0.04 * k for k in range(EPOCHS)]  # ahead of every trial at every epoch
+    trial, reason = _train_through_hook(study, hook, best)
+    assert reason is None and trial.state == TrialState.COMPLETE
+    assert study.best_trial.number == trial.number
+
+
+@pytest.mark.parametrize("name", ["median", "sha"])
+def test_a_real_single_objective_search_prunes_its_bad_trials(cli: CliRunner, tmp_path: Path,
+                                                              name: str) -> None:
+    """Learning rates from 1e-5 to 1: the slow and the diverging ones fall behind and are cut."""
+    study_file = tmp_path / "p.yaml"
+    study_file.write_text(f"objectives: [accuracy]\npruner: {{name: {name}, startup_trials: 2}}\n")
+    code, output = run(cli, "search", str(study_file), "--dataset", "digits", "--family", "linear",
+                       "--depth", "1", "--width", "16", "--batch-size", "64", "--epochs", "4",
+                       "--lr", "1e-5:1:log", "--trials", "10", "--seed", "0", "--study-name", "p")
+    assert code == 0, output
+    study = optuna.load_study(study_name="p", storage="sqlite:///automl-nn.db")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "some of ten trials over five decades of learning rate fall behind"
+    assert len(pruned) + sum(t.state == TrialState.COMPLETE for t in study.trials) == 10
+    for t in pruned:
+        epoch = t.user_attrs["epochs_trained"]
+        assert epoch < 4 and t.user_attrs["pruned_by"] == {
+            "pruner": name, "epoch": epoch, "accuracy": t.intermediate_values[epoch]}
+        earlier = [u.intermediate_values[epoch] for u in study.trials[:t.number]
+                   if epoch in u.intermediate_values]
+        if name == "median":  # below the median of the trials before it at the same epoch
+            assert t.intermediate_values[epoch] < float(np.median(earlier))
+        else:  # successive halving: outside the top third of the trials at its rung
+            better = sum(v > t.intermediate_values[epoch] for v in earlier)
+            assert better >= max(1, (len(earlier) + 1) // 3)
+    assert study.best_trial.state == TrialState.COMPLETE
+    assert f"pruned ({name} at epoch" in output
+    code, output = run(cli, "show", "p")
+    assert code == 0 and f"pruned {len(pruned)}, infeasible 0" in output
 
 
 @pytest.mark.parametrize(("raw", "message"), [

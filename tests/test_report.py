@@ -13,7 +13,7 @@ import pytest
 
 from automl_nn.results import report
 from automl_nn.storage import record
-from tests.browser import browser_context, is_real_png
+from tests.browser import browser_context, is_real_png, needs_browser
 from tests.fake_study import DISTRIBUTIONS, make_study
 
 PLOTS = ("pareto", "hypervolume", "history", "importance", "family-activation", "costs", "curves")
@@ -106,6 +106,7 @@ def test_report_file_is_self_contained(study: optuna.Study, tmp_path: Path) -> N
     assert 'id="front-table"' in page and "(knee)" in page
 
 
+@needs_browser
 def test_report_renders_in_chromium(study: optuna.Study, page_context: Any, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     report.write_report(study, out)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from automl_nn.config import SMOKE_SUFFIX, load_file, resolve
 from automl_nn.data.catalog import DATASETS, load, subsample
+from automl_nn.errors import DataError
 from tests.conftest import run
 
 FILES = sorted(Path(__file__).parent.parent.joinpath("studies").glob("*.yaml"))
@@ -72,6 +73,54 @@ def _tiny_mnist(directory: Path, n_train: int = 700, n_test: int = 300) -> None:
         (directory / f"{name}.gz").write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
+def _tiny_cifar10(root: Path, monkeypatch: pytest.MonkeyPatch, per_batch: int = 120,
+                  n_test: int = 200) -> None:
+    """CIFAR-10's python batches (torchvision's format) of random pixels, and their MD5 sums in
+    place of the published ones: torchvision's own class reads them and its checks pass."""
+    import hashlib
+    import pickle
+
+    from torchvision.datasets import CIFAR10
+
+    rng = np.random.default_rng(0)
+    folder = root / CIFAR10.base_folder
+    folder.mkdir(parents=True)
+
+    def batch(name: str, n: int) -> list[str]:
+        entry = {"batch_label": name, "labels": [int(c) for c in np.arange(n) % 10],
+                 "data": rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8),
+                 "filenames": [f"{name}-{i}.png" for i in range(n)]}
+        (folder / name).write_bytes(pickle.dumps(entry))
+        return [name, hashlib.md5((folder / name).read_bytes()).hexdigest()]
+
+    train = [batch(f"data_batch_{i}", per_batch) for i in range(1, 6)]
+    test = [batch("test_batch", n_test)]
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                            "ship", "truck"], "num_cases_per_batch": per_batch, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    monkeypatch.setattr(CIFAR10, "train_list", train)
+    monkeypatch.setattr(CIFAR10, "test_list", test)
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": hashlib.md5(
+        (folder / "batches.meta").read_bytes()).hexdigest()})
+
+
+def test_tiny_cifar10_is_read_by_torchvision_as_cifar10(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision.datasets import CIFAR10
+
+    published = CIFAR10.test_list
+    _tiny_cifar10(tmp_path / "c", monkeypatch)
+    ours = CIFAR10.test_list
+    monkeypatch.setattr(CIFAR10, "test_list", published)  # torchvision's check is real...
+    with pytest.raises(DataError, match="torchvision cannot read the files"):
+        load("cifar10", str(tmp_path / "c"))
+    monkeypatch.setattr(CIFAR10, "test_list", ours)  # ...and the stand-in's sums pass it
+    bundle = load("cifar10", str(tmp_path / "c"))
+    assert bundle.input_shape == (3, 32, 32) and bundle.n_outputs == 10
+    assert bundle.class_names[0] == "airplane" and len(bundle.y_test) == 200
+    assert bundle.n_train + len(bundle.y_val) == 600
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_study_file_runs_under_smoke(
     cli: CliRunner, path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -83,10 +132,17 @@ def test_study_file_runs_under_smoke(
     if dataset == "mnist":
         _tiny_mnist(tmp_path / "mnist-files")
         extra = ["--data-dir", str(tmp_path / "mnist-files")]
+    elif dataset == "cifar10":
+        _tiny_cifar10(tmp_path / "cifar-files", monkeypatch)
+        extra = ["--data-dir", str(tmp_path / "cifar-files")]
     elif dataset != "digits" and not _generated(path):
-        pytest.skip(f"{dataset}: torchvision checks its files' MD5 sums, so no tiny stand-in can be "
-                    "generated; test_study_space_runs_on_digits runs the same space on digits")
+        pytest.skip(f"{dataset}: no tiny stand-in of its files is written here yet; "
+                    "test_study_space_runs_on_digits runs the same space on digits")
     _smoke(cli, path, *extra)
+    if extra:  # the stand-in files were read, not some other data
+        data = optuna.load_study(study_name=_raw(path)["study_name"] + SMOKE_SUFFIX,
+                                 storage=DB).user_attrs["data"]
+        assert data["dataset"] == dataset and data["input_shape"] == list(DATASETS.get(dataset).shape)
 
 
 @pytest.mark.parametrize("path", [p for p in FILES if _dataset(p) != "digits"

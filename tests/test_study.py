@@ -69,10 +69,23 @@ def test_read_commands_do_not_create_storage(tmp_path: Path) -> None:
     assert not (tmp_path / "s.db").exists()
 
 
-def test_journal_storage(tmp_path: Path) -> None:
-    storage = open_storage(f"journal:{tmp_path / 'j.log'}")
-    study = open_study(resolve({"study_name": "j"}), storage)
-    assert study.study_name == "j"
+def test_journal_storage_keeps_the_study_in_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    storage = open_storage(f"journal:{path}")
+    assert isinstance(storage, optuna.storages.JournalStorage)
+    config = resolve({"study_name": "j", "objectives": ["accuracy"]})
+    study = open_study(config, storage)
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+    study.tell(trial, 0.75)
+    # read back by plain Optuna from the file alone: the study, its config and the trial are there
+    reread = optuna.load_study(study_name="j", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(path))))
+    assert reread.user_attrs["config_hash"] == config.identity_hash()
+    assert reread.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert [(t.state, t.value, t.params) for t in reread.trials] == [
+        (optuna.trial.TrialState.COMPLETE, 0.75, trial.params)]
+    # and a second open resumes it rather than starting over
+    assert len(open_study(config, open_storage(f"journal:{path}")).trials) == 1
 
 
 def test_open_study_records_config_and_metric_names(tmp_path: Path) -> None:

@@ -250,7 +250,10 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> N
     """model.onnx through torch.onnx, when the onnx package is installed."""
     if importlib.util.find_spec("onnx") is None:
         raise UsageError("--onnx needs the onnx package: pip install onnx onnxscript, then export again.")
-    torch.onnx.export(model, (torch.zeros((1, *input_shape)),), str(path), dynamo=False)
+    # the batch dimension stays free: the example input has one sample, a user's batches have more
+    torch.onnx.export(model, (torch.zeros((1, *input_shape)),), str(path), dynamo=False,
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
 
 
 def export_front(study: optuna.Study, out: Path, storage_url: str, *, retrain: bool = False,
