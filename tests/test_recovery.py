@@ -234,6 +234,31 @@ def test_transient_failures_are_retried_with_jittered_backoff() -> None:
     assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
 
 
+def _pending_rollback(handling: BaseException) -> StorageInternalError:
+    """What Optuna raises when a connection drops during a query's follow-up loads: SQLAlchemy
+    raises PendingRollbackError while handling the error that killed the transaction."""
+    try:
+        try:
+            raise handling
+        except type(handling):
+            try:
+                raise sqlalchemy.exc.PendingRollbackError("Can't reconnect until invalid transaction "
+                                                          "is rolled back.", None, None)
+            except sqlalchemy.exc.PendingRollbackError as pending:
+                raise StorageInternalError("An exception is raised during the commit.") from pending
+    except StorageInternalError as error:
+        return error
+
+
+def test_a_connection_lost_under_a_pending_rollback_is_transient() -> None:
+    lost = sqlalchemy.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+    write, sleeps = _Flaky(_pending_rollback(lost)), []
+    assert recovery.retrying("w", write, sleep=sleeps.append) == "written" and write.calls == 2
+    # what decides is the error being handled: a constraint is still raised at once
+    assert not recovery.is_transient(
+        _pending_rollback(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE"))))
+
+
 @pytest.mark.parametrize("error", [
     StorageInternalError("constraint"),                          # no transient cause
     ValueError("bad value"),

@@ -508,7 +508,12 @@ WRITE_RETRY = RetryPolicy()
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether a storage error may succeed if tried again; follows the explicit `raise ... from`."""
+    """Whether a storage error may succeed if tried again; follows the explicit `raise ... from`.
+
+    SQLAlchemy reports a connection lost in the middle of a query's follow-up loads as a
+    PendingRollbackError raised while handling the real error: there the error it was handling
+    decides.
+    """
     current: BaseException | None = exc
     for _ in range(10):  # a cause chain is short; never loop on a cycle
         if current is None:
@@ -517,6 +522,9 @@ def is_transient(exc: BaseException) -> bool:
             return True
         if isinstance(current, _TRANSIENT):
             return not any(text in str(current).lower() for text in _PERMANENT_TEXT)
+        if isinstance(current, sqlalchemy.exc.PendingRollbackError):
+            current = current.__cause__ or current.__context__
+            continue
         current = current.__cause__
     return False
 
