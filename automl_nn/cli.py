@@ -107,6 +107,9 @@ def search(
         help="Comma-separated objectives, e.g. accuracy,params (1 to 4).")] = None,
     trials: Annotated[int | None, typer.Option(
         help="Total finished trials the study should hold (re-running resumes up to it).")] = None,
+    max_failures: Annotated[int | None, typer.Option(
+        help="Failed trials (diverged ones included) the study may hold before the search stops "
+        "with exit 2. [default: --trials, at least 20]", show_default=False)] = None,
     timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     epochs: Annotated[str | None, typer.Option(help="Epochs per trial: N, a,b or low:high.")] = None,
     family: Annotated[str | None, typer.Option(help="Layer families, e.g. linear,conv2d.")] = None,
@@ -161,7 +164,8 @@ def search(
 
     raw = cfg.load_file(study_file) if study_file is not None else {}
     overrides = {
-        "dataset": dataset, "objectives": objective, "trials": trials, "timeout": timeout,
+        "dataset": dataset, "objectives": objective, "trials": trials,
+        "max_failures": max_failures, "timeout": timeout,
         "study_name": study_name, "storage": storage, "sampler": sampler, "pruner": pruner,
         "seed": seed, "data_dir": data_dir, "keep_weights": keep_weights,
         "keep_predictions": keep_predictions, "epochs": epochs,
@@ -258,6 +262,7 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
     out.print("objectives: " + ", ".join(
         f"{o['name']} ({o['direction']}, {o['unit']})" for o in info["objectives"]))
     out.print("trials: " + ", ".join(f"{k} {v}" for k, v in info["states"].items() if v))
+    out.print(summary.counts_line(info["counts"]), highlight=False)
     out.print(summary.pruning_line(info["pruning"]), highlight=False)
     if info["fail_reasons"]:
         out.print("failures: " + ", ".join(f"{k} {v}" for k, v in info["fail_reasons"].items()))

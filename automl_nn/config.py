@@ -231,11 +231,16 @@ DATA_FLAGS = ("target", "task", "oversample", "pca", "data_options")
 # of its identity, since they change speed, not what a trial means.
 ACCEL_KEYS = ("amp", "channels_last", "compile")
 # Keys of a study file besides `space`; each may also come from a CLI flag.
-TOP_KEYS = ("dataset", "objectives", "trials", "timeout", "study_name", "storage", "sampler",
+TOP_KEYS = ("dataset", "objectives", "trials", "max_failures", "timeout", "study_name", "storage",
+            "sampler",
             "pruner", "seed", "data_dir", "keep_weights", "keep_predictions", "constraints",
             *CONSTRAINT_KEYS, *ACCEL_KEYS, "space")
 PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
 
+
+# Failed trials (diverged ones included) a study may hold before its search stops, when
+# max_failures is not set: as many as the trained trials it asks for, and never fewer than this.
+MIN_FAILURE_BUDGET = 20
 
 # `search --smoke`: the study's own code path on little data, to check a study file end to end fast.
 SMOKE_TRIALS = 2
@@ -288,6 +293,8 @@ class StudyConfig:
     dataset: str = "digits"
     objectives: tuple[str, ...] = ("accuracy", "params")
     trials: int = 20
+    # failed trials the study may hold before the search stops (None: see failure_budget)
+    max_failures: int | None = None
     timeout: float | None = None
     study_name: str = "automl-nn"
     storage: str | None = None
@@ -324,6 +331,11 @@ class StudyConfig:
     def accel(self) -> AccelConfig:
         """The acceleration options trials of this study run with."""
         return AccelConfig(self.amp, self.channels_last, self.compile)
+
+    def failure_budget(self) -> int:
+        """Failed trials the study may hold: `max_failures`, by default max(trials, 20)."""
+        return self.max_failures if self.max_failures is not None else max(self.trials,
+                                                                           MIN_FAILURE_BUDGET)
 
     def max_epochs(self) -> int:
         """The most epochs any trial of this space trains (a pruner's full budget)."""
@@ -431,6 +443,8 @@ def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["objectives"] = _objectives(raw["objectives"])
     if "trials" in raw:
         out["trials"] = _positive_int(raw["trials"], "trials")
+    if raw.get("max_failures") is not None:
+        out["max_failures"] = _positive_int(raw["max_failures"], "max_failures")
     if raw.get("timeout") is not None:
         out["timeout"] = _positive_number(raw["timeout"], "timeout")
     for key in ("study_name", "storage", "data_dir"):

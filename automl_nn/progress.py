@@ -32,6 +32,8 @@ def describe_outcome(trial: FrozenTrial, study: optuna.Study) -> str:
         values = " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, trial.values, strict=True))
         if rec.infeasible is not None:
             return f"trial {trial.number} infeasible, not trained ({rec.infeasible})"
+        if rec.diverged is not None:
+            return f"trial {trial.number} diverged ({rec.diverged}); the sampler learns to avoid it"
         return f"trial {trial.number} complete: {values}"
     if trial.state == TrialState.PRUNED and rec.pruned_by is not None:
         return f"trial {trial.number} pruned ({describe_pruning(rec.pruned_by)})"
