@@ -298,6 +298,7 @@ def run_search(
     """Run (or resume) the search until the study holds `config.trials` finished trials."""
     torch_device = resolve_device(device)
     accel.amp_dtype(config.accel().amp, torch_device)  # bf16 on a GPU without it: before storage
+    recovery.heartbeat_settings()  # a bad AUTOMLNN_HEARTBEAT_* variable: refused before storage
     graceful = GracefulStop()
     with graceful.installed():
         study = prepare(config, worker_index)

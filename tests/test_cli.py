@@ -108,6 +108,14 @@ def test_bad_input_exits_2_and_leaves_storage_untouched(
     assert file_hash(Path(DB)) == before
 
 
+def test_a_bad_heartbeat_variable_exits_2_with_what_to_set(cli: CliRunner,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOMLNN_HEARTBEAT_INTERVAL", "soon")
+    code, output = run(cli, "search", *TINY, "--trials", "1", "--study-name", "hb")
+    assert code == 2 and "AUTOMLNN_HEARTBEAT_INTERVAL" in output and "'soon'" in output, output
+    assert "Traceback" not in output and not Path(DB).exists()
+
+
 def test_bad_input_creates_no_storage(cli: CliRunner) -> None:
     code, _ = run(cli, "search", "--objective", "acuracy")
     assert code == 2

@@ -52,11 +52,11 @@ def test_analyze_writes_page_and_json(cli: CliRunner, searched: optuna.Study, tm
     q8 = answers["q8_samples"]
     # recounted from the kept predictions: easy = every trial's last epoch right; weird = all
     # three trials give the same wrong answer (more than 90% of them)
-    labels = predictions.fetch(searched.user_attrs[predictions.LABELS_ATTR],
-                               searched.user_attrs[predictions.LABELS_HASH_ATTR], STORE,
+    labels = predictions.fetch(searched.user_attrs[record.LABELS.id_key],
+                               searched.user_attrs[record.LABELS.hash_key], STORE,
                                "labels")["val_labels"]
-    last = np.stack([predictions.fetch(t.user_attrs[predictions.ARTIFACT_ATTR],
-                                       t.user_attrs[predictions.HASH_ATTR], STORE,
+    last = np.stack([predictions.fetch(t.user_attrs[record.PREDICTIONS.id_key],
+                                       t.user_attrs[record.PREDICTIONS.hash_key], STORE,
                                        "predictions")["val_pred"][-1] for t in searched.trials])
     assert q8["samples"] == load("digits").y_val.shape[0] == labels.shape[0]
     assert q8["easy"] == int((last == labels).all(axis=0).sum())

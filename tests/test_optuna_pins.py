@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import inspect
+import warnings
+from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage
@@ -50,3 +52,23 @@ def test_pareto_front_helper_still_exists() -> None:
 
     assert list(inspect.signature(_get_pareto_front_trials_by_trials).parameters) == [
         "trials", "directions", "consider_constraint"]
+
+
+def test_state_counts_and_study_listing_use_surface_that_still_exists(tmp_path: Path) -> None:
+    # record.state_counts: one GROUP BY over models.TrialModel (state, study_id, trial_id) in
+    # _create_scoped_session; summary.studies_table: FrozenStudy._study_id and the metric names'
+    # system attribute, so `studies` reads no trial at all.
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    assert {"state", "study_id", "trial_id"} <= set(models.TrialModel.__table__.columns.keys())
+    assert list(inspect.signature(_create_scoped_session).parameters)[:2] == ["scoped_session",
+                                                                             "ignore_integrity_error"]
+    storage = RDBStorage(f"sqlite:///{tmp_path / 'pins.db'}")
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["accuracy", "params"])
+    (frozen,) = storage.get_all_studies()
+    assert frozen._study_id == study._study_id
+    assert frozen.system_attrs["study:metric_names"] == ["accuracy", "params"]

@@ -253,7 +253,7 @@ def test_a_real_single_objective_search_prunes_its_bad_trials(cli: CliRunner, tm
             better = sum(v > t.intermediate_values[epoch] for v in earlier)
             assert better >= max(1, (len(earlier) + 1) // 3)
     assert study.best_trial.state == TrialState.COMPLETE
-    assert f"pruned ({name} at epoch" in output
+    assert f"pruned ({name} pruner at epoch" in output
     code, output = run(cli, "show", "p")
     assert code == 0 and f"pruned {len(pruned)}, infeasible 0" in output
 

@@ -8,8 +8,10 @@ import pytest
 
 from automl_nn.config import resolve
 from automl_nn.errors import StorageError
+from automl_nn.results.summary import studies_table
 from automl_nn.storage.backends import open_storage
 from automl_nn.study import count_done, front, open_study
+from tests.fake_study import make_study
 
 
 def _url(path: Path) -> str:
@@ -120,3 +122,18 @@ def test_front_and_count_done_use_finished_trials_only(tmp_path: Path) -> None:
     study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
     assert count_done(study) == 4
     assert [t.values for t in front(study)] == [[0.9, 100.0], [0.8, 50.0]]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_studies_table_counts_states_without_reading_trials(tmp_path: Path, kind: str) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 's.log'}"
+    storage = open_storage(url)
+    make_study(storage, "a", n=7)  # 7 complete and 1 failed
+    other = open_study(resolve({"study_name": "b", "objectives": ["accuracy"]}), storage)
+    other.tell(other.ask(), state=optuna.trial.TrialState.PRUNED)
+    other.ask()  # left running
+    rows = {row["study"]: row for row in studies_table(storage)}
+    assert rows["a"] == {"study": "a", "dataset": "digits", "objectives": "accuracy,params", "trials": 8,
+                         "complete": 7, "pruned": 0, "fail": 1, "running": 0}
+    assert (rows["b"]["trials"], rows["b"]["pruned"], rows["b"]["running"]) == (2, 1, 1)
+    assert rows["b"]["objectives"] == "accuracy"

@@ -164,13 +164,15 @@ def studies_table(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     """One record per study in `storage`: name, objectives, dataset and trial counts by state."""
     rows = []
     for frozen in storage.get_all_studies():
-        study = optuna.load_study(study_name=frozen.study_name, storage=storage)
-        counts = state_counts(study)
+        counts = record.state_counts(storage, frozen._study_id)
+        names = frozen.system_attrs.get("study:metric_names") or [
+            f"objective{i}" for i in range(len(frozen.directions))]
         rows.append({
             "study": frozen.study_name,
-            "dataset": study.user_attrs.get("config", {}).get("dataset"),
-            "objectives": ",".join(objective_names(study)),
+            "dataset": frozen.user_attrs.get("config", {}).get("dataset"),
+            "objectives": ",".join(names),
             "trials": sum(counts.values()),
-            **{k: v for k, v in counts.items() if k in ("complete", "pruned", "fail", "running")},
+            **{state.name.lower(): counts.get(state, 0)
+               for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)},
         })
     return rows

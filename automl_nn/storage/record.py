@@ -27,6 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import sqlalchemy
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
 from optuna.trial import FrozenTrial, TrialState
 
@@ -324,6 +328,24 @@ def trained_trial(trials: Sequence[FrozenTrial], number: int, study_name: str) -
         raise StorageError(f"trial {number} is {trial.state.name.lower()}, not complete: it has no "
                            "trained model. Pick a complete trial (see `automl-nn pareto`).")
     return trial
+
+
+def state_counts(storage: BaseStorage, study_id: int) -> dict[TrialState, int]:
+    """How many trials of a study are in each state, without reading a trial.
+
+    On an RDB storage one GROUP BY query (a 10,000-trial study answers in milliseconds); other
+    storages (a journal replays every record anyway) count the trials they hold.
+    """
+    if isinstance(storage, RDBStorage):
+        model: Any = models.TrialModel
+        with _create_scoped_session(storage.scoped_session) as session:
+            rows = (session.query(model.state, sqlalchemy.func.count(model.trial_id))
+                    .filter(model.study_id == study_id).group_by(model.state).all())
+        return {TrialState(state): int(count) for state, count in rows}
+    counts: dict[TrialState, int] = {}
+    for trial in storage.get_all_trials(study_id, deepcopy=False):
+        counts[trial.state] = counts.get(trial.state, 0) + 1
+    return counts
 
 
 def count_done(trials: Iterable[FrozenTrial]) -> int:
