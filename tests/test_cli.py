@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from automl_nn import train
 from automl_nn.config import resolve
+from automl_nn.storage import record
 from automl_nn.storage.backends import open_storage
 from automl_nn.study import open_study
 from tests.conftest import TINY, file_hash, run
@@ -168,9 +169,10 @@ def test_nonfinite_trial_is_closed_as_diverged_and_the_search_goes_on(cli: CliRu
     trials = _trials("nan")
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     diverged = trials[0]  # complete under a violated constraint, with placeholder values
-    assert diverged.user_attrs["fail_reason"] == "nonfinite" and "diverged" in diverged.user_attrs
-    assert diverged.constraints == {"diverged": 1.0} and diverged.values == [0.0]
-    assert [t.constraints for t in trials[1:]] == [{"diverged": 0.0}] * 2
+    assert diverged.user_attrs[record.FAIL_REASON] == record.NONFINITE
+    assert record.is_diverged(diverged) and not record.counts_toward_budget(diverged)
+    assert diverged.constraints == {record.DIVERGED: 1.0} and diverged.values == [0.0]
+    assert [t.constraints for t in trials[1:]] == [{record.DIVERGED: 0.0}] * 2
     best = optuna.load_study(study_name="nan", storage=f"sqlite:///{DB}").best_trial
     assert best.number != 0 and 0.0 < best.values[0] <= 1.0
     code, output = run(cli, "show", "nan")
@@ -188,7 +190,7 @@ def test_repeated_failures_of_one_kind_stop_the_search(cli: CliRunner) -> None:
     assert "11 of the last 11 trials failed the same way (nonfinite" in output
     assert "optimizer sgd in 11 of 11" in output and "lr 1e+12 to 1e+12" in output
     trials = _trials("boom")
-    assert len(trials) == 11 and all("diverged" in t.user_attrs for t in trials)
+    assert len(trials) == 11 and all(record.is_diverged(t) for t in trials)
 
 
 def test_ctrl_c_closes_the_running_trial_and_resume_finishes(

@@ -71,7 +71,7 @@ def test_gp_sampler_takes_a_study_of_diverged_and_trained_trials() -> None:
         pruning.apply_constraints(trial, {"params": 100.0}, {"params": 50.0})
         pruning.set_divergence(trial, lr > 1.0)
         study.tell(trial, 0.0 if lr > 1.0 else 1.0 - abs(math.log10(lr) + 2.0) / 5.0)
-    assert {tuple(t.constraints) for t in study.trials} == {("max_params", "diverged")}
+    assert {tuple(t.constraints) for t in study.trials} == {("max_params", record.DIVERGED)}
 
 
 def _frozen(number: int, state: TrialState = TrialState.FAIL, reason: str | None = "nonfinite",
@@ -198,8 +198,8 @@ def test_a_diverging_regression_search_stops_by_itself(cli: CliRunner) -> None:
     trials = optuna.load_study(study_name="div", storage="sqlite:///automl-nn.db").trials
     assert len(trials) == search.SAME_FAILURE_LIMIT  # stopped by itself, nothing left running
     for trial in trials:  # COMPLETE, under a violated constraint, with placeholder values
-        assert trial.state == TrialState.COMPLETE and trial.constraints["diverged"] == 1.0
-        assert trial.user_attrs["fail_reason"] == "nonfinite" and "diverged" in trial.user_attrs
+        assert trial.state == TrialState.COMPLETE and trial.constraints[record.DIVERGED] == 1.0
+        assert trial.user_attrs[record.FAIL_REASON] == record.NONFINITE and record.is_diverged(trial)
         assert all(math.isfinite(v) for v in trial.values)
     code, output = _search(cli, "show", "div")
     assert code == 0 and "trained 0 (these count toward --trials)" in output
@@ -234,6 +234,7 @@ def test_a_study_made_before_the_constraint_keeps_failing_diverged_trials(
                        "--optimizer", "sgd", "--lr", "1e12,0.05", "--activation", "none",
                        "--trials", "2", "--sampler", "random", "--seed", "0")
     trials = optuna.load_study(study_name="old", storage="sqlite:///automl-nn.db").trials
-    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["fail_reason"] == "nonfinite"
-    assert all("diverged" not in t.constraints for t in trials)
+    assert trials[1].state == TrialState.FAIL
+    assert trials[1].user_attrs[record.FAIL_REASON] == record.NONFINITE
+    assert all(record.DIVERGED not in t.constraints for t in trials)
     assert code == 0, output
