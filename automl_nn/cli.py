@@ -136,7 +136,12 @@ def search(
         help="Keep trained weights for export: pareto (front trials, default), all or none.")] = None,
     keep_predictions: Annotated[bool | None, typer.Option(
         "--keep-predictions/--no-keep-predictions",
-        help="Keep every trial's per-epoch predictions for `automl-nn analyze` (default: keep).")] = None,
+        help="Keep every trial's predictions for `automl-nn analyze`: validation after each epoch, "
+        "test for the final model (default: keep).")] = None,
+    test_each_epoch: Annotated[bool | None, typer.Option(
+        "--test-each-epoch/--no-test-each-epoch",
+        help="Also keep test predictions after every epoch (questions about test attempts); "
+        "evaluated only for trials that complete. [default: off]", show_default=False)] = None,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 1,
     trials_per_device: PerDeviceOpt = 1,
@@ -168,7 +173,7 @@ def search(
         "max_failures": max_failures, "timeout": timeout,
         "study_name": study_name, "storage": storage, "sampler": sampler, "pruner": pruner,
         "seed": seed, "data_dir": data_dir, "keep_weights": keep_weights,
-        "keep_predictions": keep_predictions, "epochs": epochs,
+        "keep_predictions": keep_predictions, "test_each_epoch": test_each_epoch, "epochs": epochs,
         "family": family, "depth": depth,
         "width": width, "activation": activation, "optimizer": optimizer, "lr": lr,
         "batch_size": batch_size, "max_params": max_params, "max_flops": max_flops,
@@ -264,6 +269,9 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
     out.print("trials: " + ", ".join(f"{k} {v}" for k, v in info["states"].items() if v))
     out.print(summary.counts_line(info["counts"]), highlight=False)
     out.print(summary.pruning_line(info["pruning"]), highlight=False)
+    time_line = summary.time_line(info["time"])
+    if time_line is not None:
+        out.print(time_line, highlight=False)
     if info["fail_reasons"]:
         out.print("failures: " + ", ".join(f"{k} {v}" for k, v in info["fail_reasons"].items()))
     _print_rows(info["front"], Format.table, title="best trials")
@@ -477,6 +485,7 @@ def analyze(
     answers = json.loads(paths["json"].read_text())
     out.print(f"wrote {paths['html']} and {paths['json']}: {answers['trials']} trials, "
               f"{answers['with_predictions']} with stored predictions", highlight=False)
+    out.print(analysis_page.splits_line(answers), highlight=False)
     for question in answers["needs_predictions"]:
         out.print(Text("note: ", style="yellow") + Text(
             f"{analysis_page.PREDICTION_QUESTIONS[question]} needs stored predictions; none were kept."),

@@ -232,8 +232,8 @@ DATA_FLAGS = ("target", "task", "oversample", "pca", "data_options")
 ACCEL_KEYS = ("amp", "channels_last", "compile")
 # Keys of a study file besides `space`; each may also come from a CLI flag.
 TOP_KEYS = ("dataset", "objectives", "trials", "max_failures", "timeout", "study_name", "storage",
-            "sampler",
-            "pruner", "seed", "data_dir", "keep_weights", "keep_predictions", "constraints",
+            "sampler", "pruner", "seed", "data_dir", "keep_weights", "keep_predictions",
+            "test_each_epoch", "constraints",
             *CONSTRAINT_KEYS, *ACCEL_KEYS, "space")
 PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
 
@@ -303,8 +303,12 @@ class StudyConfig:
     seed: int | None = None
     data_dir: str | None = None
     keep_weights: str = "pareto"
-    # per-epoch predicted class of every validation/test sample, for `automl-nn analyze`
+    # predicted class of every validation sample after each epoch and of every test sample for the
+    # final model, for `automl-nn analyze`
     keep_predictions: bool = True
+    # also evaluate the test split after every epoch and keep those predictions (questions about
+    # test attempts, as seed 000 asks); only trials that complete pay for it
+    test_each_epoch: bool = False
     # metric -> upper limit (e.g. ("params", 1e5)); a candidate over one is never trained
     constraints: tuple[tuple[str, float], ...] = ()
     pruning: PrunerConfig = field(default_factory=PrunerConfig)
@@ -458,8 +462,9 @@ def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["seed"] = _int(raw["seed"], "seed")
     if "keep_weights" in raw:
         out["keep_weights"] = _one_of(raw["keep_weights"], KEEP_WEIGHTS, "keep_weights")
-    if raw.get("keep_predictions") is not None:
-        out["keep_predictions"] = _bool(raw["keep_predictions"], "keep_predictions")
+    for key in ("keep_predictions", "test_each_epoch"):
+        if raw.get(key) is not None:
+            out[key] = _bool(raw[key], key)
     constraints = _constraints(raw)
     if constraints:
         out["constraints"] = constraints

@@ -16,6 +16,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 _CACHE: dict[str, dict[str, float]] = {}  # architecture, input shape, outputs -> static metrics
+LATENCY_REPEATS = 20  # timed forward passes at most
+LATENCY_MIN_REPEATS = 3  # ... and at least, however slow the network
+LATENCY_BUDGET_S = 0.2  # a candidate's latency costs about this much, not 20 passes of a slow net
 
 
 def count_params(model: nn.Module) -> int:
@@ -75,12 +78,17 @@ def count_ops(model: nn.Module, sample: torch.Tensor) -> int:
     return int(counter.count)
 
 
-def latency_ms(model: nn.Module, sample: torch.Tensor, repeats: int = 20) -> float:
-    """Median wall time of a forward pass on one input, in milliseconds, after one warm-up."""
-    times = []
+def latency_ms(model: nn.Module, sample: torch.Tensor, repeats: int = LATENCY_REPEATS,
+               budget_s: float = LATENCY_BUDGET_S) -> float:
+    """Median wall time of a forward pass on one input, in milliseconds, after one warm-up.
+
+    Up to `repeats` timed passes, stopping once they have taken `budget_s` (but never fewer
+    than LATENCY_MIN_REPEATS), so a slow network costs a fixed fraction of a second.
+    """
+    times: list[float] = []
     with torch.no_grad():
         model(sample)
-        for _ in range(repeats):
+        while len(times) < repeats and (len(times) < LATENCY_MIN_REPEATS or sum(times) < budget_s * 1e3):
             start = time.perf_counter()
             model(sample)
             times.append((time.perf_counter() - start) * 1e3)

@@ -10,16 +10,19 @@ that samplers learn to avoid where training blows up.
 `measure` and `train_measured` are the one way to train a candidate as a trial does; the runner
 calls them between its storage writes, and `train_candidate` (`export --retrain`, `train`,
 `ablate`) calls them on a data set of its own.
+Complete and pruned trials store `time`: where their seconds went (storage.record.TIME_PARTS).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import logging
 import math
+import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -39,7 +42,16 @@ from automl_nn.nn import build, cut, effective_widths
 from automl_nn.nn.losses import make_loss
 from automl_nn.spec import ArchSpec, Candidate
 from automl_nn.storage import artifacts, record
-from automl_nn.train import EpochResult, Evaluation, History, evaluate, fit, prepared, seed_everything
+from automl_nn.train import (
+    EpochResult,
+    Evaluation,
+    History,
+    eval_batch,
+    evaluate,
+    fit,
+    prepared,
+    seed_everything,
+)
 from automl_nn.vocab import excluded_families
 from automl_nn.weights import state_bytes
 
@@ -137,37 +149,57 @@ class TrialRunner:
         raise failure
 
     def _run(self, trial: optuna.Trial) -> Sequence[float]:
+        clock = Clock()
         # A retry of a lost trial trains with the original trial's seed, so it repeats that trial.
         seed = trial_seed(self.config.seed, original_number(trial))
         candidate = space.sample(trial, self.config.space, excluded_families=self.excluded,
                                  seed=seed)
-        record.write_candidate(trial, candidate.to_dict(), seed)
+        with clock.timing("storage"):
+            record.write_candidate(trial, candidate.to_dict(), seed)
         self.reporter.trial_started(trial.number, candidate)
         built = measure(candidate, self.bundle)
-        record.write_metrics(trial, built.static)
-        violations = pruning.apply_constraints(trial, self.config.limits(), built.static)
+        clock.add("metrics", built.seconds)
+        with clock.timing("storage"):
+            record.write_metrics(trial, built.static)
+            violations = pruning.apply_constraints(trial, self.config.limits(), built.static)
         if violations:
             return self._infeasible(trial, built.static, violations)
         runtime = accel.runtime_for(self.config.accel(), self.device, candidate.arch.family)
+        batch = eval_batch_for(built, candidate, self.device)
         recorder = (None if self.predictions_store is None else
-                    predictions.Recorder(built.model, prepared(self.bundle, candidate.train), runtime))
-        done = train_measured(built, candidate, self.bundle, self.device, runtime,
-                              on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs, recorder))
+                    predictions.Recorder(built.model, prepared(self.bundle, candidate.train), runtime,
+                                         test_each_epoch=self.config.test_each_epoch, batch_size=batch))
+        done = train_measured(built, candidate, self.bundle, self.device, runtime, eval_batch_size=batch,
+                              on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs,
+                                                                recorder, clock))
+        clock.fit = dict(done.seconds)  # every epoch's, and the evaluation after the last
         # the static costs are stored already, unless a gated network's cut changed them
         results: dict[str, Any] = {**done.trained,
                                    **{record.TEST_PREFIX + n: v for n, v in done.test.scores.items()}}
         if candidate.arch.gated:
             results.update({record.START_PARAMS: built.static["params"],
                             record.EFFECTIVE_WIDTHS: list(done.arch.widths)})
-        record.write_metrics(trial, results)
+        with clock.timing("storage"):
+            record.write_metrics(trial, results)
         objective = objective_values(self.config.objectives, done.values)
-        if self.store is not None:
-            artifacts.keep_weights(trial, state_bytes(done.model), self.store)
-        if recorder is not None and self.predictions_store is not None:
-            predictions.save_predictions(trial, recorder, self.predictions_store)
-        if self._constrains_divergence(trial):
-            pruning.set_divergence(trial, False)
+        self._keep(trial, done, recorder, clock)
+        with clock.timing("storage"):
+            if self._constrains_divergence(trial):
+                pruning.set_divergence(trial, False)
+        record.write_time(trial, clock.total())
         return objective
+
+    def _keep(self, trial: optuna.Trial, done: Trained, recorder: predictions.Recorder | None,
+              clock: Clock) -> None:
+        """Upload a completed trial's weights and predictions (test attempts evaluated first)."""
+        with clock.timing("artifacts"):
+            if self.store is not None:
+                artifacts.keep_weights(trial, state_bytes(done.model), self.store)
+        if recorder is not None and self.predictions_store is not None:
+            with clock.timing("eval"):
+                recorder.finish(done.test)
+            with clock.timing("artifacts"):
+                predictions.save_predictions(trial, recorder, self.predictions_store)
 
     def _infeasible(self, trial: optuna.Trial, static: dict[str, float],
                     violations: list[str]) -> list[float]:
@@ -207,17 +239,58 @@ class TrialRunner:
         return self._divergence
 
     def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int,
-                  recorder: predictions.Recorder | None = None) -> None:
+                  recorder: predictions.Recorder | None, clock: Clock) -> None:
+        clock.epoch(result)
         if recorder is not None:
-            recorder.record(result)
+            with clock.timing("eval"):
+                recorder.record(result)
         # NaN (val_accuracy of a regression) is not valid JSON for the dashboard: leave it out.
         values = {k: v for k, v in result.to_dict().items() if math.isfinite(v)}
-        record.write_epoch(trial, result.epoch, values)
+        with clock.timing("storage"):
+            record.write_epoch(trial, result.epoch, values)
         self.reporter.epoch_done(trial.number, result, epochs)
-        reason = self.prune(trial, result.epoch, epochs)
+        with clock.timing("storage"):  # the pruners read the other trials from storage
+            reason = self.prune(trial, result.epoch, epochs)
         if reason is not None:
-            record.write_pruned(trial, reason)
+            record.write_pruned(trial, reason, clock.total())
             raise optuna.TrialPruned(record.describe_pruning(reason))
+
+
+@dataclass
+class Clock:
+    """Where one trial's seconds go, by part (storage.record.TIME_PARTS), and its total so far.
+
+    `fit` holds the training steps and validation, epoch by epoch while training runs (a pruned
+    trial's record), then the whole fit and the evaluation after it; `seconds` what the runner
+    times around it (storage, artifacts, static metrics, kept predictions).
+    """
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    fit: dict[str, float] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+
+    @contextlib.contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(part, time.perf_counter() - begin)
+
+    def add(self, part: str, seconds: float) -> None:
+        self.seconds[part] = self.seconds.get(part, 0.0) + seconds
+
+    def epoch(self, result: EpochResult) -> None:
+        """One epoch's training steps and validation, as fit timed them."""
+        self.fit["train"] = self.fit.get("train", 0.0) + result.seconds - result.eval_seconds
+        self.fit["eval"] = self.fit.get("eval", 0.0) + result.eval_seconds
+
+    def total(self) -> dict[str, float]:
+        """Seconds per part, and `trial`: everything since the clock started."""
+        parts = dict(self.seconds)
+        for part, seconds in self.fit.items():
+            parts[part] = parts.get(part, 0.0) + seconds
+        return {**parts, "trial": time.perf_counter() - self.start}
 
 
 def _family_names(config: StudyConfig) -> list[str]:
@@ -261,6 +334,7 @@ class Built:
 
     model: nn.Module
     static: dict[str, float]
+    seconds: float = 0.0  # what measuring the static costs took (0 when they were cached)
 
 
 @dataclass
@@ -276,6 +350,9 @@ class Trained:
     values: dict[str, float]  # every metric: the static costs, updated by `trained`
     test: Evaluation
     history: list[EpochResult]
+    # seconds of the training steps (`train`), of every evaluation (`eval`: validation each epoch,
+    # the test split once) and of a gated network's static costs after the cut (`metrics`)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def test_accuracy(self) -> float:
@@ -286,18 +363,27 @@ def measure(candidate: Candidate, bundle: DataBundle) -> Built:
     """Seed, build the candidate's network for the data and measure its static costs."""
     seed_everything(candidate.train.seed)
     model = build(candidate.arch, bundle.input_shape, bundle.n_outputs)
+    start = time.perf_counter()
     static = metrics.static_metrics(model, bundle.input_shape, static_signature(candidate))
-    return Built(model, static)
+    return Built(model, static, time.perf_counter() - start)
+
+
+def eval_batch_for(built: Built, candidate: Candidate, device: torch.device) -> int:
+    """The evaluation batch of a built candidate: from its activation memory per input (the
+    `memory` static metric) and the device, never below its training batch (train.eval_batch)."""
+    return eval_batch(built.static["memory"], device, candidate.train.batch_size)
 
 
 def train_measured(built: Built, candidate: Candidate, bundle: DataBundle, device: torch.device,
                    runtime: accel.Runtime = accel.PLAIN, *,
                    on_epoch: Callable[[EpochResult], None] | None = None,
-                   init_state: dict[str, torch.Tensor] | None = None) -> Trained:
+                   init_state: dict[str, torch.Tensor] | None = None,
+                   eval_batch_size: int | None = None) -> Trained:
     """Train a built candidate as a trial does, then cut a gated network and evaluate it.
 
-    The last epoch's validation is reused when the network is unchanged since (not gated); the
-    training time leaves out `on_epoch` (a predictions recorder included).
+    The last epoch's validation is reused when the network is unchanged since (not gated), and
+    the test split is evaluated once, on the final model. The training time leaves out
+    `on_epoch` (a predictions recorder included). Evaluation batches: `eval_batch_for`.
     """
     model, train = built.model, candidate.train
     if init_state is not None:
@@ -305,19 +391,23 @@ def train_measured(built: Built, candidate: Candidate, bundle: DataBundle, devic
         # fit() first applies the spec's initializer, which would overwrite the starting weights
         train = replace(train, init="default")
     model.to(device)
-    history = fit(model, bundle, train, on_epoch=on_epoch, runtime=runtime)
-    arch, trained = candidate.arch, {}
+    batch = eval_batch_size or eval_batch_for(built, candidate, device)
+    history = fit(model, bundle, train, on_epoch=on_epoch, runtime=runtime, eval_batch_size=batch)
+    after = time.perf_counter()
+    arch, trained, cut_seconds = candidate.arch, {}, 0.0
     if arch.gated:
         model, shrunk = cut_trained(model, candidate, bundle)
-        arch, trained = shrunk.arch, dict(shrunk.values)
+        arch, trained, cut_seconds = shrunk.arch, dict(shrunk.values), time.perf_counter() - after
     seen = prepared(bundle, candidate.train)  # normalized or not, as in training
     loss_fn = make_loss(candidate.train.loss, candidate.train.label_smoothing)
     last = history.last.val if history.epochs else None
     val = (last if last is not None and not arch.gated
-           else evaluate(model, seen, bundle.x_val, bundle.y_val, loss_fn, runtime))
+           else evaluate(model, seen, bundle.x_val, bundle.y_val, loss_fn, runtime, batch))
     trained.update(trained_metrics(history, val))
-    test = evaluate(model, seen, bundle.x_test, bundle.y_test, loss_fn, runtime)
-    return Trained(model, arch, trained, {**built.static, **trained}, test, history.epochs)
+    test = evaluate(model, seen, bundle.x_test, bundle.y_test, loss_fn, runtime, batch)
+    seconds = {"train": history.step_seconds, "metrics": cut_seconds,
+               "eval": history.eval_seconds + time.perf_counter() - after - cut_seconds}
+    return Trained(model, arch, trained, {**built.static, **trained}, test, history.epochs, seconds)
 
 
 def train_candidate(

@@ -156,3 +156,22 @@ def test_answer_without_predictions_says_which_questions_need_them() -> None:
     assert out["q1_attempts"][0]["trials"] == 3 and out["q1_attempts"][0]["80%"] == 1
     assert out["gold_stars"]["trials"] == [11]  # 0.89 then 0.99
     assert "q8_samples" not in out and math.isnan(_trials([0.5], [1.0])[0].split_accuracy)
+
+
+def test_final_model_test_predictions_answer_from_validation_attempts() -> None:
+    """Test predictions kept for the final model only: attempts are the per-epoch validation
+    accuracy, the final answers (questions 2, 8-10) the test split's."""
+    final_only = _predictions()
+    final_only = an.Predictions(rows=final_only.rows, pred=final_only.pred[:, -1:],
+                                conf=final_only.conf[:, -1:], labels=LABELS, n_classes=3,
+                                per_epoch=False)
+    trials = [an.TrialInfo(**{**t.__dict__, "split_accuracy": a})
+              for t, a in zip(_trials([0.85, 0.99, 0.5], [10.0, 100.0, 1.0]), (4 / 6, 5 / 6, 3 / 6),
+                              strict=True)]
+    out = an.answer(trials, final_only, split="test", class_names=["a", "b", "c"])
+    assert (out["attempts_split"], out["final_split"]) == ("val", "test")
+    assert out["accuracy_source"].startswith("validation accuracy stored per epoch (test predictions")
+    assert [r["attempt"] for r in out["q1_attempts"]] == ["1", "2", "last"]  # two validation epochs
+    assert out["gold_stars"]["trials"] == [11]  # from validation: 0.89 then 0.99
+    assert out["q8_samples"]["weird_samples"][0]["index"] == 2  # from the final test answers
+    assert out["q10_ensembles"]["best"]["accuracy"] == pytest.approx(5 / 6)  # trial 1 on test

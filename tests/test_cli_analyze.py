@@ -39,6 +39,9 @@ def test_trials_keep_compact_predictions_that_match_their_metrics(searched: optu
         for epoch in (1, 2):  # the stored answers give the accuracies the trial recorded
             acc = np.mean(arrays["val_pred"][epoch - 1] == labels["val_labels"])
             assert acc == pytest.approx(trial.user_attrs[f"epoch{epoch}"]["val_accuracy"])
+        # the test split once, on the final model (a study asks for more with test_each_epoch)
+        assert arrays["test_pred"].shape == (1, labels["test_labels"].shape[0])
+        assert arrays["test_epochs"].tolist() == [2]
         test_acc = np.mean(arrays["test_pred"][-1] == labels["test_labels"])
         assert test_acc == pytest.approx(trial.user_attrs["test_accuracy"])
 
@@ -65,6 +68,34 @@ def test_analyze_writes_page_and_json(cli: CliRunner, searched: optuna.Study, tm
     best = max(searched.trials, key=lambda t: (t.user_attrs["accuracy"], -t.number))
     assert answers["q9_best_per_class"]["trial"] == best.number
     assert (tmp_path / "out" / "analysis.html").stat().st_size > 1_000_000
+
+
+def test_analyze_states_which_split_and_attempts_it_used(cli: CliRunner, searched: optuna.Study,
+                                                         tmp_path: Path) -> None:
+    code, output = run(cli, "analyze", "s", "--out", "out")  # --split test, the default
+    assert code == 0, output
+    answers = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    # test predictions of the final model only: attempts come from the per-epoch validation
+    assert (answers["final_split"], answers["attempts_split"]) == ("test", "val")
+    assert "final model only" in answers["accuracy_source"]
+    assert "final answers (questions 2, 8-10): test split" in output
+    assert "attempts (questions 1, 7, gold stars): validation accuracy stored per epoch" in output
+    assert answers["q8_samples"]["samples"] == load("digits").y_test.shape[0]
+    best = max(searched.trials, key=lambda t: (t.user_attrs["accuracy"], -t.number))
+    assert answers["q9_best_per_class"]["trial"] == best.number
+    # the ensembles' single best is judged on the final model's test answers
+    assert answers["q10_ensembles"]["best"]["accuracy"] == pytest.approx(best.user_attrs["test_accuracy"])
+
+
+def test_test_each_epoch_keeps_test_attempts_for_analyze(cli: CliRunner, tmp_path: Path) -> None:
+    code, output = run(cli, *SEARCH, "--trials", "2", "--study-name", "each", "--test-each-epoch")
+    assert code == 0, output
+    code, output = run(cli, "analyze", "each", "--out", "out")
+    assert code == 0, output
+    answers = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert (answers["final_split"], answers["attempts_split"]) == ("test", "test")
+    assert answers["accuracy_source"] == "test accuracy from stored predictions"
+    assert [r["attempt"] for r in answers["q1_attempts"]] == ["1", "2", "last"]
 
 
 def test_study_without_predictions_answers_what_it_can(cli: CliRunner, tmp_path: Path) -> None:

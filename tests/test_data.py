@@ -273,13 +273,28 @@ def test_oversample_balances_train_only() -> None:
     assert not (_rows(balanced.x_train) & _rows(balanced.x_val))
 
 
-def test_train_size_keeps_a_fixed_subset_of_train_only() -> None:
-    full = data.load("two-moons?size=500")
+def test_train_size_keeps_a_fixed_subset_of_train_and_validation_in_proportion() -> None:
+    full = data.load("two-moons?size=500")  # 300 train, 100 validation, 100 test
     small = data.load("two-moons?size=500&train_size=50")
     again = data.load("two-moons?train_size=50&size=500")  # same spec, other order: the cached bundle
     assert small.x_train.shape[0] == 50 and small is again
     assert _rows(small.x_train) <= _rows(full.x_train)
-    assert torch.equal(small.x_val, full.x_val) and torch.equal(small.x_test, full.x_test)
+    # 50 of 300 training samples: 100 * 50 / 300 = 16.7, so 17 validation samples, from the full
+    # validation split, both classes in their share (50 + 50 there: 9 + 8, the one left over to
+    # the first of equal remainders); the test split stays whole
+    assert small.x_val.shape[0] == 17 and _rows(small.x_val) <= _rows(full.x_val)
+    assert torch.bincount(full.y_val).tolist() == [50, 50]
+    assert torch.bincount(small.y_val).tolist() == [9, 8]
+    assert torch.equal(small.x_test, full.x_test)
+    data._CACHE.clear()  # a fresh load picks the same validation samples
+    assert torch.equal(data.load("two-moons?size=500&train_size=50").x_val, small.x_val)
+
+
+def test_val_size_sets_the_validation_split_and_is_checked() -> None:
+    bundle = data.load("gaussian-mixture?size=1000&classes=3&val_size=30&train_size=100")
+    assert bundle.x_val.shape[0] == 30 and torch.bincount(bundle.y_val).tolist() == [10, 10, 10]
+    with pytest.raises(DataError, match=r"val_size=500 .* holds \(200\)"):
+        data.load("two-moons?size=1000&val_size=500")
 
 
 def test_train_size_larger_than_train_is_refused() -> None:

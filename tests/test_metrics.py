@@ -1,11 +1,15 @@
+import time
+
 import torch
 from torch import nn
 
 from automl_nn.metrics import (
+    LATENCY_MIN_REPEATS,
     activation_bytes,
     count_flops,
     count_ops,
     count_params,
+    latency_ms,
     static_metrics,
 )
 from automl_nn.nn import build
@@ -65,3 +69,29 @@ def test_every_metric_has_direction_and_unit() -> None:
     for name, info in METRICS.items():
         assert info.direction in ("maximize", "minimize"), name
         assert info.unit, name
+
+
+class _Slow(nn.Module):
+    """A network whose forward pass takes `seconds`, counting its calls."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return x
+
+
+def test_latency_stays_within_its_time_budget() -> None:
+    slow = _Slow(0.03)
+    latency_ms(slow, torch.zeros(1), repeats=20, budget_s=0.1)
+    # one warm-up, then passes until 0.1 s is spent: 4 of 30 ms (never fewer than the minimum)
+    assert 1 + LATENCY_MIN_REPEATS <= slow.calls <= 1 + 5
+    very_slow = _Slow(0.08)
+    latency_ms(very_slow, torch.zeros(1), repeats=20, budget_s=0.01)
+    assert very_slow.calls == 1 + LATENCY_MIN_REPEATS
+    fast = _Slow(0.0)
+    latency_ms(fast, torch.zeros(1), repeats=20, budget_s=10.0)
+    assert fast.calls == 1 + 20

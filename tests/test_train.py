@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from automl_nn import train
 from automl_nn.data.catalog import DataBundle, bundle_from_arrays, load, split_indices
 from automl_nn.errors import NonFiniteError
 from automl_nn.nn import build, init_weights
@@ -191,3 +192,62 @@ def test_training_time_leaves_out_what_the_epoch_hook_does() -> None:
     wall = time.perf_counter() - start
     assert history.train_seconds == pytest.approx(sum(r.seconds for r in history.epochs))
     assert 0 < history.train_seconds <= wall - 2 * 0.5
+
+
+# ---- evaluation batches and where fit's time goes ----------------------------------------------------
+
+
+def _fixed_device(monkeypatch: pytest.MonkeyPatch, cache: int, ram: float) -> None:
+    monkeypatch.setattr(train, "cpu_cache_bytes", lambda: cache)
+    monkeypatch.setattr(train, "_available_ram", lambda: ram)
+
+
+def test_eval_batch_comes_from_memory_per_input_and_the_cpu_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fixed_device(monkeypatch, cache=32 * 2**20, ram=64 * 2**30)
+    cpu = torch.device("cpu")
+    # the 3 x 121-channel conv on MNIST holds 2,311,312 bytes per input: 4 x 32 MiB of
+    # cache holds 58 of them; the training batch is the floor
+    assert train.eval_batch(2_311_312, cpu, floor=32) == 4 * 32 * 2**20 // 2_311_312 == 58
+    assert train.eval_batch(2_311_312, cpu, floor=64) == 64
+    assert train.eval_batch(1e9, cpu, floor=1) == train.MIN_EVAL_BATCH
+    assert train.eval_batch(1_000, cpu) == train.MAX_EVAL_BATCH  # a small MLP: as large as allowed
+    _fixed_device(monkeypatch, cache=32 * 2**20, ram=8 * 2**20)  # little memory left: 1/8 of it
+    assert train.eval_batch(1_000, cpu) == 2**20 // 1_000 == 1048
+
+
+def test_cache_sizes_read_as_sysfs_writes_them() -> None:
+    assert train._size_bytes("32768K") == 32 * 2**20
+    assert train._size_bytes("2M") == 2 * 2**20 and train._size_bytes("512") == 512
+    assert train.cpu_cache_bytes() > 0
+
+
+def test_evaluate_runs_in_batches_sized_for_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = load("digits")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 10))
+    per_input = 4 * (64 + 64 + 32 + 32 + 10)  # input, flatten, linear, relu, linear (float32)
+    assert train.per_input_bytes(model, bundle.input_shape, torch.device("cpu")) == per_input
+    _fixed_device(monkeypatch, cache=100 * per_input // 4, ram=64 * 2**30)  # room for 100 inputs
+    sizes: list[int] = []
+    model.register_forward_hook(lambda _m, inp, _o: sizes.append(inp[0].shape[0]))
+    evaluate(model, bundle, bundle.x_val, bundle.y_val)
+    measured, batches = sizes[0], sizes[1:]  # one input measures the memory, then the batches
+    assert measured == 1 and sum(batches) == len(bundle.x_val) == 359
+    assert batches == [100, 100, 100, 59]
+    sizes.clear()
+    evaluate(model, bundle, bundle.x_val, bundle.y_val, batch_size=50)
+    assert max(sizes) == 50
+
+
+def test_fit_splits_its_time_into_steps_and_validation() -> None:
+    bundle = load("digits")
+    model = build(ArchSpec("linear", 1, (16,), "relu"), bundle.input_shape, bundle.n_outputs)
+    sizes: list[int] = []
+    model.register_forward_hook(lambda m, inp, _o: None if m.training else sizes.append(inp[0].shape[0]))
+    spec = TrainSpec(optimizer="adam", lr=0.01, batch_size=64, epochs=2, seed=0)
+    history = fit(model, bundle, spec, eval_batch_size=100)
+    assert max(sizes) == 100  # validation ran in the batches it was given
+    assert history.step_seconds + history.eval_seconds == pytest.approx(history.train_seconds)
+    assert history.eval_seconds == pytest.approx(sum(r.eval_seconds for r in history.epochs))
+    assert all(0 < r.eval_seconds < r.seconds for r in history.epochs)
+    assert "eval_seconds" not in history.epochs[0].to_dict()  # the stored epoch record is unchanged

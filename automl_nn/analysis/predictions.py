@@ -1,19 +1,22 @@
 """Per-sample predictions as Optuna artifacts, so cross-trial analysis never retrains.
 
-Each classification trial keeps, for every epoch, the predicted class of every validation and test
-sample (uint8 when there are at most 256 classes, else int16) and the top-class probability
-(float16), in one compressed .npz artifact whose SHA-256 is a user attribute (as weights.py does for
-weights). The labels of both splits are kept once per study, not per trial. `collect` reads a study
-back into the plain arrays `automl_nn.analysis` works on.
+Each classification trial keeps the predicted class (uint8 when there are at most 256 classes, else
+int16) and the top-class probability (float16) of every validation sample after every epoch, and of
+every test sample for the final model (after every epoch too when the study sets
+`test_each_epoch`), in one compressed .npz artifact whose SHA-256 is a user attribute (as
+weights.py does for weights); `test_epochs` names the epochs of the test rows. The labels of both
+splits are kept once per study, not per trial. `read_predictions` reads a study back into the
+plain arrays `automl_nn.analysis` works on.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.trial import FrozenTrial, TrialState
-from torch import nn
+from torch import Tensor, nn
 
 from automl_nn.accel import PLAIN, Runtime
 from automl_nn.analysis.questions import MISSING, Predictions, TrialInfo
@@ -43,34 +46,63 @@ def class_dtype(n_classes: int) -> np.dtype[Any]:
 
 @dataclass
 class Recorder:
-    """Collects one trial's per-epoch predictions; used as (part of) fit's `on_epoch` hook.
+    """Collects one trial's predictions; its `record` is (part of) fit's `on_epoch` hook.
 
-    The validation predictions come with the epoch's result; the test split is evaluated here, in
-    the hook, which `fit` leaves out of the training time; `seconds` keeps what it took.
+    Validation: every epoch's predictions, as the epoch's result carries them (nothing is evaluated
+    again). Test: the final model's, handed to `finish` (the trial's one test pass). With
+    `test_each_epoch` each epoch's weights are copied to the CPU and evaluated on the test split in
+    `finish`, once the trial has completed: a pruned or failed trial never costs a test pass.
+    `seconds` keeps what this took.
     """
 
     model: nn.Module
     bundle: DataBundle  # as the model trains on it (see train.prepared)
     runtime: Runtime = PLAIN  # evaluate as the model trains (autocast, memory layout)
+    test_each_epoch: bool = False
+    batch_size: int | None = None  # evaluation batch (None: sized for the model)
     seconds: float = 0.0
     epochs: dict[str, list[Evaluation]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    test_epochs: list[int] = field(default_factory=list)
+    _states: list[dict[str, Tensor]] = field(default_factory=list, repr=False)
 
     def record(self, result: EpochResult) -> None:
         start = time.perf_counter()
-        b, runtime = self.bundle, self.runtime
-        val = result.val or evaluate(self.model, b, b.x_val, b.y_val, runtime=runtime)
-        test = evaluate(self.model, b, b.x_test, b.y_test, runtime=runtime)
+        b = self.bundle
+        val = result.val or evaluate(self.model, b, b.x_val, b.y_val, runtime=self.runtime,
+                                     batch_size=self.batch_size)
         self.epochs["val"].append(val)
+        if self.test_each_epoch:
+            self._states.append({k: v.detach().to("cpu", copy=True)
+                                 for k, v in self.model.state_dict().items()})
+        self.seconds += time.perf_counter() - start
+
+    def finish(self, test: Evaluation) -> None:
+        """Keep the final model's test evaluation (and, with test_each_epoch, the earlier epochs')."""
+        start = time.perf_counter()
+        epochs = len(self.epochs["val"])
+        earlier = self._states[:-1] if self.test_each_epoch else []
+        if earlier:
+            b, scratch = self.bundle, copy.deepcopy(self.model)
+            for state in earlier:
+                scratch.load_state_dict(state)
+                self.epochs["test"].append(evaluate(scratch, b, b.x_test, b.y_test, runtime=self.runtime,
+                                                    batch_size=self.batch_size))
         self.epochs["test"].append(test)
+        self.test_epochs = list(range(epochs - len(earlier), epochs + 1))
+        self._states.clear()
         self.seconds += time.perf_counter() - start
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """`{split}_pred` (epochs x samples, class index) and `{split}_conf` (float16) per split."""
+        """`{split}_pred` (rows x samples, class index) and `{split}_conf` (float16) per split.
+
+        Validation rows are epochs 1, 2, ...; `test_epochs` names the epoch of each test row.
+        """
         dtype = class_dtype(self.bundle.n_outputs)
         out: dict[str, np.ndarray] = {}
         for split, evals in self.epochs.items():
             out[f"{split}_pred"] = np.stack([e.predictions.numpy().astype(dtype) for e in evals])
             out[f"{split}_conf"] = np.stack([e.confidence.numpy().astype(np.float16) for e in evals])
+        out["test_epochs"] = np.array(self.test_epochs, dtype=np.int16)
         return out
 
 
@@ -133,7 +165,12 @@ def trial_info(trial: FrozenTrial, split: str) -> TrialInfo:
 
 def read_predictions(study: optuna.Study, store: FileSystemArtifactStore | None,
                      split: str) -> tuple[list[TrialInfo], Predictions | None]:
-    """Every trained complete trial, and the predictions of those that kept them (None if none did)."""
+    """Every trained complete trial, and the predictions of those that kept them (None if none did).
+
+    Validation predictions are per epoch. Test predictions are per epoch when every trial kept
+    them so (`test_each_epoch`, or a trial recorded before test passes were cut to one); otherwise
+    each trial's final-model row alone (`Predictions.per_epoch` False).
+    """
     trials = record.trained(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     infos = [trial_info(t, split) for t in trials]
     where = {i: w for i, t in enumerate(trials) if (w := record.artifact_of(t, record.PREDICTIONS))}
@@ -143,9 +180,21 @@ def read_predictions(study: optuna.Study, store: FileSystemArtifactStore | None,
     labels = fetch(study.user_attrs[record.LABELS.id_key], study.user_attrs[record.LABELS.hash_key],
                    store, f'labels of study "{study.study_name}"')[f"{split}_labels"]
     per_trial = [fetch(*where[i], store, f"predictions of trial {trials[i].number}") for i in kept]
-    return infos, stack(kept, [a[f"{split}_pred"] for a in per_trial],
-                        [a[f"{split}_conf"] for a in per_trial], labels,
-                        int(study.user_attrs.get("data", {}).get("n_outputs", int(labels.max()) + 1)))
+    n_classes = int(study.user_attrs.get("data", {}).get("n_outputs", int(labels.max()) + 1))
+    if split == "val" or all(_test_per_epoch(a) for a in per_trial):
+        return infos, stack(kept, [a[f"{split}_pred"] for a in per_trial],
+                            [a[f"{split}_conf"] for a in per_trial], labels, n_classes)
+    finals = stack(kept, [a["test_pred"][-1:] for a in per_trial],
+                   [a["test_conf"][-1:] for a in per_trial], labels, n_classes)
+    return infos, replace(finals, per_epoch=False)
+
+
+def _test_per_epoch(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether a trial's test rows are epochs 1, 2, ... (artifacts without `test_epochs` were)."""
+    if "test_epochs" not in arrays:
+        return True
+    epochs = arrays["test_epochs"].tolist()
+    return bool(epochs == list(range(1, len(epochs) + 1)) and len(epochs) == len(arrays["val_pred"]))
 
 
 def stack(rows: list[int], preds: list[np.ndarray], confs: list[np.ndarray], labels: np.ndarray,

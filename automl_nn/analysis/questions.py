@@ -56,6 +56,9 @@ class Predictions:
     conf: np.ndarray  # (trials, epochs, samples) top-class probability; NaN where missing
     labels: np.ndarray  # (samples,) true class
     n_classes: int
+    # False: one row per trial, its final model's answers (test predictions not kept per epoch);
+    # the attempts (questions 1 and 7) then come from the per-epoch validation accuracy
+    per_epoch: bool = True
 
 
 # ---- shared helpers ------------------------------------------------------------------------------
@@ -412,11 +415,16 @@ def epoch_accuracy(trials: Sequence[TrialInfo], preds: Predictions | None,
                    split: str) -> tuple[np.ndarray, str]:
     """Per-epoch accuracy for questions 1 and 7, and where it comes from.
 
-    From stored predictions on the analysed split where trials kept them; from the trials' own
-    per-epoch validation accuracy otherwise (for the test split only when no trial kept any).
+    From stored predictions on the analysed split where trials kept them per epoch; from the
+    trials' own per-epoch validation accuracy otherwise (for the test split when no trial kept
+    test predictions per epoch).
     """
     if preds is None:
         return curve_matrix([t.val_curve for t in trials]), "validation accuracy stored per epoch"
+    if not preds.per_epoch:
+        return (curve_matrix([t.val_curve for t in trials]),
+                f"validation accuracy stored per epoch ({split} predictions were kept for the final "
+                "model only; a study with test_each_epoch: true keeps them per epoch)")
     from_preds = accuracy_by_epoch(preds.pred, preds.labels)
     curves: list[list[float]] = [[] for _ in trials]
     if split == "val":
@@ -440,6 +448,10 @@ def answer(trials: Sequence[TrialInfo], preds: Predictions | None, *, split: str
     out: dict[str, Any] = {
         "split": split, "trials": len(trials), "with_predictions": 0 if preds is None else len(preds.rows),
         "accuracy_source": source,
+        # the split behind the attempts (questions 1, 7 and the gold stars) and behind the final
+        # answers (questions 2 and 8-10): they differ when the split kept no per-epoch predictions
+        "attempts_split": split if source.startswith(split) else "val",
+        "final_split": split,
         "q1_attempts": attempt_counts(acc),
         "q2_leaders": leaders(families, [t.activation for t in trials], final),
         "gold_stars": {"floor": GOLD_FLOOR, "top": gold_top,

@@ -49,8 +49,10 @@ COMMON: dict[str, Option] = {
     "task": Option("str", None, "classification or regression (default: inferred)", choices=TASKS),
     "oversample": Option("bool", False, "resample minority classes of the training split"),
     "pca": Option("int", None, "project features on this many principal components", minimum=1),
-    "train_size": Option("int", None, "train on a fixed random subset of this many samples",
-                         minimum=2),
+    "train_size": Option("int", None, "train on a fixed random subset of this many samples "
+                         "(validation shrinks in proportion)", minimum=2),
+    "val_size": Option("int", None, "validate on a fixed, stratified subset of this many samples",
+                       minimum=1),
 }
 FILE_OPTIONS: dict[str, Option] = {"target": Option("str", None, "CSV column to predict")}
 _SIZE = {"size": Option("int", 1000, "samples", minimum=3),
@@ -262,7 +264,8 @@ def _load(spec: DataSpec, data_dir: str | None) -> DataBundle:
     else:
         raw = DATASETS.get(spec.name).load(options, data_dir)
     pre = Preprocess(task=common["task"], oversample=bool(common["oversample"]),  # type: ignore[arg-type]
-                     pca=common["pca"], train_size=common["train_size"])  # type: ignore[arg-type]
+                     pca=common["pca"], train_size=common["train_size"],  # type: ignore[arg-type]
+                     val_size=common["val_size"])  # type: ignore[arg-type]
     return make_bundle(spec.to_string(), raw, pre)
 
 

@@ -342,6 +342,12 @@ def _q10_text(q10: dict[str, Any]) -> str:
                  "parameters, cheapest first. Memory is summed over members.", "note"))
 
 
+def splits_line(answers: dict[str, Any]) -> str:
+    """Which split and which attempts the answers used (`analyze` prints it, the page states it)."""
+    return (f"final answers (questions 2, 8-10): {answers.get('final_split', answers['split'])} split; "
+            f"attempts (questions 1, 7, gold stars): {answers['accuracy_source']}")
+
+
 def render_html(answers: dict[str, Any], figs: dict[str, go.Figure],
                 names: SampleImages | None = None) -> str:
     """One self-contained page: plotly.js inline, a section per question, notes on what is missing."""
@@ -349,7 +355,8 @@ def render_html(answers: dict[str, Any], figs: dict[str, go.Figure],
     texts = section_texts(answers, names)
     parts = [f"<h1>Cross-trial analysis: {html.escape(str(answers.get('study', '')))}</h1>",
              _p(f"dataset {answers.get('dataset')}; split {answers['split']}; {answers['trials']} trained "
-                f"trials, {answers['with_predictions']} with stored predictions.")]
+                f"trials, {answers['with_predictions']} with stored predictions."),
+             _p(splits_line(answers) + ".", "note")]
     if answers["needs_predictions"]:
         missing = ", ".join(PREDICTION_QUESTIONS[q] for q in answers["needs_predictions"])
         parts.append(_p(f"Questions {missing} need stored predictions, and no trial of this study kept "

@@ -90,8 +90,31 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "fail_reasons": dict(failures),
         "front": [trial_row(t, names) for t in best],
         "pruning": pruning_summary(study),
+        "time": time_summary(study),
         "warnings": edge_warnings(config.get("space", {}), best),
     }
+
+
+TIME_LABELS = {"train": "training steps", "eval": "evaluation", "metrics": "static metrics",
+               "storage": "storage", "artifacts": "artifacts", "other": "other"}
+
+
+def time_summary(study: optuna.Study) -> dict[str, Any]:
+    """Seconds per part of the trials (record.TIME_PARTS), summed over those that recorded them."""
+    timed = [rec for t in study.get_trials(deepcopy=False, states=record.FINISHED)
+             if (rec := TrialRecord.of(t)).time]
+    return {"trials": len(timed), "seconds": record.time_totals(timed)}
+
+
+def time_line(summary: dict[str, Any]) -> str | None:
+    """One line for `show`: where the trials' time went (None when no trial recorded it)."""
+    if not summary["trials"]:
+        return None
+    seconds = summary["seconds"]
+    total = seconds["trial"]
+    parts = ", ".join(f"{label} {seconds[part]:.1f} s ({seconds[part] / total:.0%})" if total else
+                      f"{label} {seconds[part]:.1f} s" for part, label in TIME_LABELS.items())
+    return f"time of {summary['trials']} trial(s): {total:.1f} s; {parts}"
 
 
 def pruning_summary(study: optuna.Study) -> dict[str, int]:

@@ -9,7 +9,8 @@ A trial stores, as Optuna user attributes, in one commit per step:
 - `infeasible` (the violated constraints) instead of training, for a candidate over a hard limit;
 - `pruned_by` (the pruner's reason) or `fail_reason` / `fail_message` when it ends early;
 - `diverged` (why), with `fail_reason` `nonfinite`, for a trial whose loss or objective became NaN
-  or infinite: it is closed COMPLETE with the `diverged` constraint violated (see `write_diverged`).
+  or infinite: it is closed COMPLETE with the `diverged` constraint violated (see `write_diverged`);
+- `time`: where the trial's seconds went (TIME_PARTS), last, for trials that trained (complete or pruned).
 
 Infeasible and diverged trials are COMPLETE only so that samplers learn from them (Optuna's samplers
 learn constraints from complete trials alone); their trained values are placeholders, so they are no
@@ -51,6 +52,12 @@ START_PARAMS = "start_params"
 EFFECTIVE_WIDTHS = "effective_widths"
 TEST_PREFIX = "test_"
 _EPOCH_PREFIX = "epoch"
+TIME = "time"
+# Where a trial's seconds go: the optimization steps; evaluation (validation every epoch, the test
+# split once, kept predictions); static metrics; storage (the record's writes and the pruner's
+# reads); artifacts (weights, predictions); and the rest of the trial function (sampling, building
+# the model, progress). `trial` is the whole trial function, the parts included.
+TIME_PARTS = ("train", "eval", "metrics", "storage", "artifacts", "other")
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,26 @@ def write_infeasible(trial: optuna.Trial, violations: Sequence[str]) -> None:
     set_user_attrs(trial, {INFEASIBLE: "; ".join(violations), EPOCHS_TRAINED: 0})
 
 
-def write_pruned(trial: optuna.Trial, reason: Mapping[str, Any]) -> None:
-    set_user_attrs(trial, {PRUNED_BY: dict(reason)})
+def write_pruned(trial: optuna.Trial, reason: Mapping[str, Any],
+                 seconds: Mapping[str, float] | None = None) -> None:
+    """The pruner's reason, with where the trial's time went so far (one commit)."""
+    values: dict[str, Any] = {PRUNED_BY: dict(reason)}
+    if seconds is not None:
+        values[TIME] = time_record(seconds)
+    set_user_attrs(trial, values)
+
+
+def write_time(trial: optuna.Trial, seconds: Mapping[str, float]) -> None:
+    """Where the trial's time went: seconds per TIME_PARTS and `trial` (their total)."""
+    set_user_attrs(trial, {TIME: time_record(seconds)})
+
+
+def time_record(seconds: Mapping[str, float]) -> dict[str, float]:
+    """Seconds per part (missing parts 0), `other` what the total leaves, and `trial` the total."""
+    parts = {part: round(float(seconds.get(part, 0.0)), 4) for part in TIME_PARTS if part != "other"}
+    total = float(seconds.get("trial", sum(parts.values())))
+    parts["other"] = round(max(total - sum(parts.values()), 0.0), 4)
+    return {**parts, "trial": round(total, 4)}
 
 
 def write_failure(trial: optuna.Trial, reason: str, message: str) -> None:
@@ -151,6 +176,7 @@ class TrialRecord:
     fail_reason: str | None
     fail_message: str
     effective_widths: tuple[int, ...] | None
+    time: dict[str, float]  # seconds per TIME_PARTS and `trial`; empty for trials before it existed
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
@@ -176,6 +202,7 @@ class TrialRecord:
             pruned_by=attrs.get(PRUNED_BY),
             fail_reason=_text(attrs.get(FAIL_REASON)), fail_message=str(attrs.get(FAIL_MESSAGE, "")),
             effective_widths=tuple(int(w) for w in widths) if widths is not None else None,
+            time=_seconds(attrs.get(TIME)),
         )
 
     @property
@@ -250,6 +277,22 @@ def _numbers(attrs: Mapping[str, Any], prefix: str) -> dict[str, float]:
         if isinstance(value, int | float) and not isinstance(value, bool):
             out[name] = float(value)
     return out
+
+
+def _seconds(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): float(v) for k, v in value.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def time_totals(records: Iterable[TrialRecord]) -> dict[str, float]:
+    """Seconds per TIME_PARTS and `trial`, summed over the trials that recorded their time."""
+    totals = dict.fromkeys((*TIME_PARTS, "trial"), 0.0)
+    for rec in records:
+        for part in totals:
+            totals[part] += rec.time.get(part, 0.0)
+    return totals
 
 
 def _text(value: Any) -> str | None:
