@@ -338,8 +338,7 @@ class StudyConfig:
 
     def failure_budget(self) -> int:
         """Failed trials the study may hold: `max_failures`, by default max(trials, 20)."""
-        return self.max_failures if self.max_failures is not None else max(self.trials,
-                                                                           MIN_FAILURE_BUDGET)
+        return failure_budget(self.trials, self.max_failures)
 
     def max_epochs(self) -> int:
         """The most epochs any trial of this space trains (a pruner's full budget)."""
@@ -366,6 +365,11 @@ class StudyConfig:
                               if metric in self.limits()}
         raw["space"] = self.space.to_raw()
         return raw
+
+
+def failure_budget(trials: int, max_failures: int | None) -> int:
+    """Failed trials a study of `trials` may hold: `max_failures`, or max(trials, 20) unset."""
+    return max_failures if max_failures is not None else max(trials, MIN_FAILURE_BUDGET)
 
 
 def smoke(config: StudyConfig) -> StudyConfig:

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import vocab
-from automl_nn.config import MIN_FAILURE_BUDGET, RULES, Range, parse_param
+from automl_nn.config import RULES, Range, failure_budget, parse_param
 from automl_nn.storage import record
 from automl_nn.storage.record import TrialRecord
 from automl_nn.study import front, objective_names
@@ -60,8 +60,8 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
         "diverged": sum(1 for t in trials if record.is_diverged(t)),
         "infeasible": sum(1 for t in trials if record.is_infeasible(t)),
         "budget_used": sum(1 for t in trials if record.counts_as_failure(t)),
-        "failure_budget": int(stored) if stored is not None else max(int(config.get("trials", 0)),
-                                                                     MIN_FAILURE_BUDGET),
+        "failure_budget": failure_budget(int(config.get("trials", 0)),
+                                         None if stored is None else int(stored)),
     }
 
 

@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import vocab
 from automl_nn.errors import StorageError
-from automl_nn.storage.recovery import set_user_attrs
+from automl_nn.storage.recovery import STALE, set_user_attrs
 
 CANDIDATE = "candidate"
 SEED = "seed"
@@ -75,7 +75,7 @@ FAIL_MESSAGE_CHARS = 2000
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Failures of the run, not of the candidate: the trial is run again (a resumed search, the stale
 # trial's retry), so they do not use up the failure budget.
-RUN_FAILURES = ("stale", "interrupted")
+RUN_FAILURES = (STALE, "interrupted")
 
 
 def epoch_key(epoch: int) -> str:
