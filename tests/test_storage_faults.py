@@ -33,7 +33,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
-from automl_nn.storage import recovery
+from automl_nn.storage import record, recovery
 from automl_nn.storage.backends import open_storage
 from tests.conftest import run
 
@@ -353,8 +353,9 @@ def test_search_goes_on_when_postgresql_drops_its_connections(
     trials = _trials(postgres_url)
     # nothing lost: the target reached, every trial complete with its record
     assert [t.state for t in trials] == [TrialState.COMPLETE] * target, [
-        t.user_attrs.get("fail_message") for t in trials if t.state == TrialState.FAIL]
-    assert all({"candidate", "epoch1", "accuracy"} <= set(t.user_attrs) for t in trials)
+        t.user_attrs.get(record.FAIL_MESSAGE) for t in trials if t.state == TrialState.FAIL]
+    kept = {record.CANDIDATE, record.epoch_key(1), "accuracy"}
+    assert all(kept <= set(t.user_attrs) for t in trials)
     # nothing duplicated: one trial per number, one per creation
     assert [t.number for t in trials] == list(range(target))
     assert len({t.system_attrs[recovery.CREATION_KEY] for t in trials}) == target
