@@ -95,6 +95,11 @@ def search(
     dataset: Annotated[str | None, typer.Option(
         help="Dataset name (see `automl-nn datasets`), NAME?key=value&... or a .npz/.csv file.")] = None,
     target: Annotated[str | None, typer.Option(help="CSV column to predict.")] = None,
+    categorical: Annotated[str | None, typer.Option(
+        metavar="COLS", help="CSV columns to one-hot encode, comma-separated (default: text columns "
+        "and integer columns with few distinct values).")] = None,
+    numeric: Annotated[str | None, typer.Option(
+        metavar="COLS", help="CSV columns to read as numbers, comma-separated.")] = None,
     task: Annotated[str | None, typer.Option(
         help="classification or regression (default: inferred from the targets).")] = None,
     data_option: Annotated[list[str] | None, typer.Option(
@@ -119,6 +124,16 @@ def search(
     optimizer: Annotated[str | None, typer.Option(help="Optimizers, e.g. adam,sgd.")] = None,
     lr: Annotated[str | None, typer.Option(help="Learning rate: X or low:high:log.")] = None,
     batch_size: Annotated[str | None, typer.Option(help="Batch size: N, a,b or low:high.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="Any space parameter KEY=VALUE (repeatable): a scalar, a choice a,b or a "
+        "range low:high[:log|:STEP], e.g. --param pool=max,none --param kernel_size=3:7:2.")] = None,
+    defaults: Annotated[str | None, typer.Option(
+        help="What fills the space keys left unset: auto (a default space chosen from the data: "
+        "image, volume, signal or table), one of those by name, or plain (the vocabulary's own "
+        "defaults, no default pruner or portfolio). [default: auto]")] = None,
+    portfolio: Annotated[bool | None, typer.Option(
+        "--portfolio/--no-portfolio", help="Start a new study with known-good configurations of "
+        "its data's kind (default: on).", show_default=False)] = None,
     study_name: Annotated[str | None, typer.Option(help="Study name (default automl-nn).")] = None,
     storage: StorageOpt = None,
     sampler: Annotated[str | None, typer.Option(help="tpe, nsga2, random, qmc, grid or gp.")] = None,
@@ -178,9 +193,11 @@ def search(
         "width": width, "activation": activation, "optimizer": optimizer, "lr": lr,
         "batch_size": batch_size, "max_params": max_params, "max_flops": max_flops,
         "max_memory": max_memory, "target": target, "task": task, "oversample": oversample,
-        "pca": pca, "data_options": data_option,
+        "pca": pca, "data_options": _column_options(data_option, categorical=categorical, numeric=numeric),
         "amp": amp, "channels_last": channels_last, "compile": compile_,
+        "defaults": defaults, "portfolio": portfolio,
     }
+    overrides.update(cfg.param_flags(param or [], overrides))
     config = cfg.resolve(raw, overrides)
     slots = parallel.plan_slots(device, workers, trials_per_device)
     bundle = data.load(config.dataset, config.data_dir)
@@ -199,6 +216,12 @@ def search(
     else:
         result = search.run_search(config, bundle, progress.make_reporter(err), slots[0].device)
     _print_rows(summary.front_rows(result), Format.table, title=f"Pareto front of {config.study_name}")
+
+
+def _column_options(data_options: list[str] | None, **columns: str | None) -> list[str] | None:
+    """--categorical / --numeric as the dataset options they are (so they enter the dataset spec)."""
+    extra = [f"{key}={value}" for key, value in columns.items() if value is not None]
+    return [*(data_options or []), *extra] or None
 
 
 @app.command()
@@ -268,6 +291,9 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
         f"{o['name']} ({o['direction']}, {o['unit']})" for o in info["objectives"]))
     out.print("trials: " + ", ".join(f"{k} {v}" for k, v in info["states"].items() if v))
     out.print(summary.counts_line(info["counts"]), highlight=False)
+    if info["portfolio"]:
+        out.print("warm-start portfolio: " + ", ".join(
+            f"trial {p['trial']} {p['point']} ({p['state']})" for p in info["portfolio"]), highlight=False)
     out.print(summary.pruning_line(info["pruning"]), highlight=False)
     time_line = summary.time_line(info["time"])
     if time_line is not None:
@@ -275,6 +301,9 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
     if info["fail_reasons"]:
         out.print("failures: " + ", ".join(f"{k} {v}" for k, v in info["fail_reasons"].items()))
     _print_rows(info["front"], Format.table, title="best trials")
+    searched = _searched_space(loaded.user_attrs.get("config", {}).get("space", {}))
+    if searched:
+        _print_rows(searched, Format.table, title=f"search space ({_defaults_line(info['defaults'])})")
     knee = decide.knee(loaded)
     if knee is not None and len(info["front"]) > 1:
         out.print(f"knee point (best trade-off): trial {knee.number}; "
@@ -319,16 +348,33 @@ def verify_cmd(
 
 @app.command()
 @handled
-def check(study_file: Annotated[Path, typer.Argument(help="YAML study file.")]) -> None:
-    """Validate a study file without running it and print the resolved search space."""
+def check(
+    study_file: Annotated[Path | None, typer.Argument(help="YAML study file (default: none).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset, over the study file's.")] = None,
+    defaults: Annotated[str | None, typer.Option(
+        help="auto, image, volume, signal, table or plain, over the study file's.")] = None,
+) -> None:
+    """Validate a study file without running it and print the resolved search space, with the
+    default space of the data's kind filling in every key the file leaves unset."""
     from automl_nn import config as cfg
     from automl_nn import space
 
-    config = cfg.resolve(cfg.load_file(study_file))
+    raw = cfg.load_file(study_file) if study_file is not None else {}
+    config = cfg.resolve(raw, {"dataset": dataset, "defaults": defaults})
+    facts = cfg.facts_for(config)
+    config = cfg.with_defaults(config, facts)
     settings = {k: v for k, v in config.to_raw().items() if k != "space"}
-    out.print(f"[green]ok[/green] {study_file}: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
+    out.print(f"[green]ok[/green] {study_file or 'no study file'}: "
+              + ", ".join(f"{k}={v}" for k, v in settings.items()), highlight=False)
+    out.print(f"defaults: {_defaults_line(config.defaults)}; the data: {facts.describe()}",
               highlight=False)
     _print_rows(space.describe(config.space), Format.table, title="search space")
+
+
+def _defaults_line(mode: str) -> str:
+    if mode == "plain":
+        return "plain (unset keys take the vocabulary's own defaults)"
+    return f"the {mode} default space fills every key the study does not set"
 
 
 @app.command()
@@ -422,6 +468,16 @@ def ablate(
              "test_accuracy": v.test_accuracy} for f, vs in result.factors.items() for v in vs]
     _print_rows(rows, Format.table, title=f"{study_name}: one factor at a time from trial {result.trial}")
     out.print(f"wrote {html_path} and {json_path}", highlight=False)
+
+
+def _searched_space(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parameters a stored space searches (not the fixed ones), as `check` describes them."""
+    from automl_nn import config as cfg
+    from automl_nn import space
+
+    rows = space.describe(cfg.parse_space(raw))
+    return [{k: row[k] for k in ("name", "values", "applies")} for row in rows
+            if not row["values"].startswith("fixed")]
 
 
 def _assignments(items: list[str]) -> dict[str, Any]:

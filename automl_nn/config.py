@@ -19,8 +19,10 @@ from typing import Any
 
 import yaml
 
+from automl_nn import defaults as dflt
 from automl_nn import vocab
 from automl_nn.data import catalog as data
+from automl_nn.data import files
 from automl_nn.errors import ConfigError, one_of, unknown_name
 from automl_nn.registry import Registry
 from automl_nn.spec import AccelConfig
@@ -79,7 +81,29 @@ class Range:
         return raw
 
 
-Param = Fixed | Choice | Range
+Single = Fixed | Choice | Range
+
+
+@dataclass(frozen=True)
+class ByOption:
+    """A parameter whose values depend on the option an earlier one took: `lr` per optimizer,
+    `stride` per pool. Sampled as `{option}.{name}` (`adamw.lr`), so that each range keeps one
+    name and one distribution across the trials of a study."""
+
+    key: str  # the parameter whose option picks the values
+    options: tuple[tuple[str, Single], ...]
+
+    def get(self, option: str) -> Single:
+        return dict(self.options)[option]
+
+    def describe(self) -> str:
+        return f"by {self.key}: " + "; ".join(f"{o}: {p.describe()}" for o, p in self.options)
+
+    def to_raw(self) -> Any:
+        return {option: param.to_raw() for option, param in self.options}
+
+
+Param = Single | ByOption
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,8 @@ class Rule:
     applies: Callable[[Mapping[str, Any]], bool] | None = None
     condition: str = ""
     help: str = ""
+    # the earlier parameter by whose option a mapping `{option: values}` gives this one's values
+    per: str | None = None
 
 
 def _where(registry: Registry[Any], flag: str) -> str:
@@ -131,6 +157,10 @@ def _gated(values: Mapping[str, Any]) -> bool:
     return values.get("width_mode") == "gated"
 
 
+def _growing(values: Mapping[str, Any]) -> bool:
+    return _conv_family(values) and values.get("width_mode", "uniform") == "uniform"
+
+
 _CONV = f"family is convolutional ({_where(vocab.FAMILIES, 'convolutional')})"
 _LOG = {"log": True}
 
@@ -150,6 +180,10 @@ RULES: dict[str, Rule] = {
     "width": Rule(int, {"low": 8, "high": 128, **_LOG}, minimum=1,
                   help="units (linear) or channels (conv, resnet) per hidden layer "
                        "(gated: the starting width)"),
+    "width_growth": Rule(float, 1.0, minimum=0.0, exclusive_minimum=True, applies=_growing,
+                         condition=f"width_mode is uniform and {_CONV}",
+                         help="channel factor from one conv layer (block) to the next: each of "
+                              "them downsamples, so 2 doubles the channels per stage"),
     "gate_l1": Rule(float, 1.0e-4, minimum=0.0, applies=_gated, condition="width_mode is gated",
                     help="L1 strength on the gates: gate_l1 * sum|g| added to the loss"),
     "gate_lr": Rule(float, 0.1, minimum=0.0, exclusive_minimum=True, applies=_gated,
@@ -160,10 +194,10 @@ RULES: dict[str, Rule] = {
                            help="after training, neurons with |gate| <= this are cut out"),
     "kernel_size": Rule(int, 3, minimum=1, applies=_conv_family, condition=_CONV,
                         help="convolution kernel size (\"same\" padding)"),
-    "stride": Rule(int, 1, minimum=1, applies=_conv_family, condition=_CONV,
-                   help="convolution stride of each conv layer or block"),
     "pool": Rule(str, "none", lambda: list(vocab.POOLS), applies=_conv_family, condition=_CONV,
                  help="2-wide pooling after each conv layer or block: none, max, avg"),
+    "stride": Rule(int, 1, minimum=1, applies=_conv_family, condition=_CONV, per="pool",
+                   help="convolution stride of each conv layer or block (may be given per pool)"),
     "activation": Rule(str, ["relu", "selu", "tanh", "sigmoid", "none"], vocab.ACTIVATIONS.names,
                        help="activation after each hidden layer (inside each block for resnet)"),
     "batch_norm": Rule(bool, False, help="batch norm after each hidden layer, before its activation"),
@@ -180,8 +214,6 @@ RULES: dict[str, Rule] = {
                             help="label smoothing of class targets"),
     "l1": Rule(float, 0.0, minimum=0.0, help="L1 penalty strength: l1 * sum|w| added to the loss"),
     "l2": Rule(float, 0.0, minimum=0.0, help="L2 penalty strength: l2 * sum w^2 added to the loss"),
-    "weight_decay": Rule(float, 0.0, minimum=0.0,
-                         help="L2 as optimizer weight decay (decoupled for adamw)"),
     "init": Rule(str, "default", vocab.INITIALIZERS.names, help="weight initializer"),
     "init_std": Rule(float, 0.01, minimum=0.0, exclusive_minimum=True, applies=_init_uses_std,
                      condition=f"init uses a std ({_where(vocab.INITIALIZERS, 'uses_std')})",
@@ -195,7 +227,10 @@ RULES: dict[str, Rule] = {
                      condition=f"optimizer has nesterov ({_where(vocab.OPTIMIZERS, 'has_nesterov')})",
                      help="Nesterov momentum (needs momentum > 0)"),
     "lr": Rule(float, {"low": 1e-4, "high": 1e-1, **_LOG}, minimum=0.0, exclusive_minimum=True,
-               help="learning rate (peak rate for onecycle)"),
+               per="optimizer", help="learning rate (peak rate for onecycle); may be given per optimizer"),
+    "weight_decay": Rule(float, 0.0, minimum=0.0, per="optimizer",
+                         help="L2 as optimizer weight decay (decoupled for adamw); may be given per "
+                              "optimizer"),
     "schedule": Rule(str, "none", vocab.SCHEDULES.names,
                      help="learning-rate schedule: per epoch (onecycle: per step)"),
     "lr_gamma": Rule(float, 0.8, minimum=0.0, exclusive_minimum=True, maximum=1.0,
@@ -233,8 +268,8 @@ ACCEL_KEYS = ("amp", "channels_last", "compile")
 # Keys of a study file besides `space`; each may also come from a CLI flag.
 TOP_KEYS = ("dataset", "objectives", "trials", "max_failures", "timeout", "study_name", "storage",
             "sampler", "pruner", "seed", "data_dir", "keep_weights", "keep_predictions",
-            "test_each_epoch", "constraints",
-            *CONSTRAINT_KEYS, *ACCEL_KEYS, "space")
+            "test_each_epoch", "constraints", *CONSTRAINT_KEYS, *ACCEL_KEYS, "defaults", "portfolio",
+            "space")
 PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
 
 
@@ -281,9 +316,9 @@ class SpaceConfig:
 
     def identity_raw(self) -> dict[str, Any]:
         """`to_raw` without later parameters left at their default (see FIRST_VOCABULARY)."""
-        defaults = default_space().to_raw()
+        plain = default_space().to_raw()
         return {name: raw for name, raw in self.to_raw().items()
-                if name in FIRST_VOCABULARY or raw != defaults[name]}
+                if name in FIRST_VOCABULARY or raw != plain[name]}
 
 
 @dataclass(frozen=True)
@@ -316,6 +351,11 @@ class StudyConfig:
     amp: str = "auto"
     channels_last: str = "auto"
     compile: bool = False
+    # Which defaults fill the space keys the user left unset: auto (a modality chosen from the
+    # data), plain (the vocabulary's own), or a modality by name. Settled to the modality's name
+    # when the defaults are applied; not part of the identity (the resolved space is).
+    defaults: str = dflt.AUTO
+    portfolio: bool = True  # enqueue the modality's known-good points as a new study's first trials
     space: SpaceConfig = field(default_factory=lambda: parse_space({}))
     # Keys (top-level and space parameters) the user set; the others may follow the data's task.
     # Not part of equality: the same search is the same whichever way it was written.
@@ -377,7 +417,7 @@ def smoke(config: StudyConfig) -> StudyConfig:
     params = tuple((name, Fixed(SMOKE_EPOCHS) if name == "epochs" else param)
                    for name, param in config.space.items())
     return replace(config, trials=SMOKE_TRIALS, timeout=None, space=SpaceConfig(params),
-                   study_name=config.study_name + SMOKE_SUFFIX)
+                   study_name=config.study_name + SMOKE_SUFFIX, explicit=config.explicit | {"epochs"})
 
 
 # ---- parsing -------------------------------------------------------------------------------------
@@ -419,11 +459,30 @@ def resolve(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) 
             merged[key] = value
     merged["dataset"] = _dataset(merged.get("dataset", StudyConfig.dataset), data_flags)
     explicit = frozenset(k for k, v in merged.items() if v is not None) | frozenset(space_raw)
-    config = StudyConfig(space=parse_space(space_raw), explicit=explicit, **_parse_top(merged))
+    config = StudyConfig(space=parse_space(space_raw, complete=False), explicit=explicit,
+                         **_parse_top(merged))
     _check_grid(config)
     _check_pruner(config)
     _check_gated(config.space)
     return config
+
+
+def param_flags(items: list[str], given: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """`--param KEY=VALUE` flags as space overrides, in the forms every space flag takes: a scalar,
+    a choice `a,b` or a range `low:high[:log|:STEP]`. `given`: the other flags, none of which may
+    set the same key."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise ConfigError(f"--param: expected KEY=VALUE such as pool=max,none or "
+                              f"width=16:64:log, but got {item!r}.")
+        if key not in RULES:
+            raise unknown_name("parameter", key, RULES, "--param")
+        if key in out or (given or {}).get(key) is not None:
+            raise ConfigError(f"--param {item}: {key} is given twice; give it once.")
+        out[key] = value
+    return out
 
 
 def _check_gated(space: SpaceConfig) -> None:
@@ -469,6 +528,10 @@ def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("keep_predictions", "test_each_epoch"):
         if raw.get(key) is not None:
             out[key] = _bool(raw[key], key)
+    if raw.get("defaults") is not None:
+        out["defaults"] = _one_of(raw["defaults"], dflt.DEFAULTS_MODES, "defaults")
+    if raw.get("portfolio") is not None:
+        out["portfolio"] = _bool(raw["portfolio"], "portfolio")
     constraints = _constraints(raw)
     if constraints:
         out["constraints"] = constraints
@@ -577,9 +640,13 @@ def _check_grid(config: StudyConfig) -> None:
     if config.sampler != "grid":
         return
     for name, param in config.space.items():
-        if isinstance(param, Range) and (param.step is None and not param.integer):
-            raise ConfigError(f"space.{name}: the grid sampler needs every range to be enumerable, "
-                              f"but got a continuous {param.describe()}. Give it a step, or a list.")
+        parts = param.options if isinstance(param, ByOption) else (("", param),)
+        for option, part in parts:
+            if isinstance(part, Range) and (part.step is None and not part.integer):
+                where = f"space.{name}" + (f".{option}" if option else "")
+                raise ConfigError(f"{where}: the grid sampler needs every range to be enumerable, "
+                                  f"but got a continuous {part.describe()}. Give it a step, or a "
+                                  "list.")
 
 
 # ---- scalar checks -------------------------------------------------------------------------------
@@ -646,14 +713,23 @@ def _one_of(value: Any, valid: tuple[str, ...], where: str) -> str:
 # ---- the space -----------------------------------------------------------------------------------
 
 
-def parse_space(raw: Mapping[str, Any]) -> SpaceConfig:
-    """Validate a `space` mapping; parameters it leaves out take the vocabulary's defaults."""
+def parse_space(raw: Mapping[str, Any], *, complete: bool = True) -> SpaceConfig:
+    """Validate a `space` mapping; parameters it leaves out take the vocabulary's defaults.
+
+    A parameter given per option of another (`lr: {adamw: ..., sgd: ...}`) keeps the entries of
+    the options that other parameter offers, and becomes a plain parameter when they agree. Not
+    `complete` (a user's space before the defaults fill it in): only where `raw` gives that other
+    parameter too, since the defaults may still change its options.
+    """
     _reject_unknown(raw, list(RULES), "space")
-    params = []
+    params: dict[str, Param] = {}
     for name, rule in RULES.items():
         value = raw.get(name, rule.default)
-        params.append((name, parse_param(name, value, rule)))
-    return SpaceConfig(tuple(params))
+        params[name] = parse_param(name, value, rule)
+    for name, param in params.items():
+        if isinstance(param, ByOption) and (complete or param.key in raw):
+            params[name] = _narrowed(name, param, params[param.key])
+    return SpaceConfig(tuple(params.items()))
 
 
 @functools.cache
@@ -662,9 +738,15 @@ def default_space() -> SpaceConfig:
     return parse_space({})
 
 
-def parse_param(name: str, value: Any, rule: Rule) -> Param:
-    """Fixed (scalar), Choice (list) or Range (mapping), checked against `rule`."""
-    where = f"space.{name}"
+_RANGE_KEYS = ("low", "high", "log", "step")
+
+
+def parse_param(name: str, value: Any, rule: Rule, where: str | None = None) -> Param:
+    """Fixed (scalar), Choice (list), Range (mapping) or, for a rule with `per`, ByOption (a
+    mapping from the other parameter's options to any of the three), checked against `rule`."""
+    where = where or f"space.{name}"
+    if isinstance(value, dict) and rule.per is not None and not set(value) & set(_RANGE_KEYS):
+        return _parse_by_option(name, value, rule, where)
     if isinstance(value, dict):
         return _parse_range(value, rule, where)
     if isinstance(value, list | tuple):
@@ -675,10 +757,41 @@ def parse_param(name: str, value: Any, rule: Rule) -> Param:
             raise ConfigError(f"{where}: choices must be distinct, but got {list(value)!r}.")
         return Fixed(options[0]) if len(options) == 1 else Choice(options)
     if isinstance(value, str) and "," in value:  # a CLI flag such as --activation relu,tanh
-        return parse_param(name, [v.strip() for v in value.split(",")], rule)
+        return parse_param(name, [v.strip() for v in value.split(",")], rule, where)
     if isinstance(value, str) and ":" in value and rule.kind in (int, float):
         return _parse_range(_flag_range(value, where), rule, where)
     return Fixed(_scalar(value, rule, where))
+
+
+def _parse_by_option(name: str, value: Mapping[str, Any], rule: Rule, where: str) -> ByOption:
+    assert rule.per is not None
+    per_rule = RULES[rule.per]
+    valid = per_rule.names() if per_rule.names is not None else []
+    single = replace(rule, per=None)
+    options = []
+    for option, raw in value.items():
+        option = "none" if option is None else str(option)
+        if option not in valid:
+            raise unknown_name(rule.per, option, valid, where)
+        param = parse_param(name, raw, single, f"{where}.{option}")
+        assert not isinstance(param, ByOption)
+        options.append((option, param))
+    return ByOption(rule.per, tuple(options))
+
+
+def _narrowed(name: str, param: ByOption, by: Param) -> Param:
+    """`param` with the entries of the options `by` offers; a plain parameter when they agree."""
+    offered = [str(v) for v in _values(by)]
+    given = dict(param.options)
+    missing = [o for o in offered if o not in given]
+    if missing:
+        raise ConfigError(f"space.{name}: gives values per {param.key} for {', '.join(given)}, but "
+                          f"{param.key} may also be {', '.join(missing)}. Add an entry for "
+                          f"{missing[0]}, or give one {name} for every {param.key}.")
+    kept = tuple((o, given[o]) for o in offered)
+    if len({p for _, p in kept}) == 1:
+        return kept[0][1]
+    return ByOption(param.key, kept)
 
 
 def _scalar(value: Any, rule: Rule, where: str) -> Value:
@@ -768,27 +881,128 @@ def _values(param: Param) -> list[Any]:
         return [param.value]
     if isinstance(param, Choice):
         return list(param.options)
+    if isinstance(param, ByOption):
+        return [v for _, p in param.options for v in _values(p)]
     return [param.low, param.high]
 
 
-def for_data(config: StudyConfig, bundle: data.DataBundle) -> StudyConfig:
-    """`config` with task-dependent defaults settled, then checked against the data.
+@dataclass(frozen=True)
+class DataFacts:
+    """What the defaults read off the data: the shape of one sample, the task, the training split's
+    size, and whether samples are the rows of a table (a CSV file)."""
 
-    A regression task turns the default objectives into (mse, params) and the default loss into mse;
-    what the user chose is kept, and refused here if it cannot apply.
-    """
-    if bundle.task == "regression":
-        changes: dict[str, Any] = {}
-        if "objectives" not in config.explicit:
-            changes["objectives"] = ("mse", "params")
-        if "loss" not in config.explicit:
-            changes["space"] = _with_param(config.space, "loss", Fixed("mse"))
-        config = replace(config, **changes)
-    if "batch_size" not in config.explicit:
-        config = replace(config, space=_with_param(config.space, "batch_size",
-                                                   default_batch_sizes(bundle.n_train)))
+    input_shape: tuple[int, ...]
+    task: str
+    n_train: int
+    tabular: bool = False
+
+    @classmethod
+    def of(cls, bundle: data.DataBundle, dataset: str) -> DataFacts:
+        return cls(tuple(bundle.input_shape), bundle.task, bundle.n_train, _is_table_file(dataset))
+
+    def modality(self) -> str:
+        return dflt.modality(self.input_shape, tabular=self.tabular)
+
+    def describe(self) -> str:
+        shape = "x".join(map(str, self.input_shape))
+        return f"{self.task} on samples of shape {shape}, {self.n_train} training samples"
+
+
+def _is_table_file(dataset: str) -> bool:
+    return dataset.partition("?")[0].lower().endswith(".csv")
+
+
+# The share of a data set that trains when its source fixes no test split (see data.prepare).
+_TRAIN_SHARE = 0.6
+
+
+def facts_for(config: StudyConfig) -> DataFacts:
+    """DataFacts without making tensors (for `check`): a named dataset's catalog record, or the
+    arrays of the user's file. The training split's size of a named dataset is estimated."""
+    from automl_nn.data.prepare import settle_task
+
+    spec = data.parse_spec(config.dataset)
+    task = spec.get("task")
+    if spec.is_file:
+        target = spec.get("target")
+        raw = files.load_file(Path(spec.name), None if target is None else str(target))
+        shape: tuple[int, ...] = tuple(raw.x.shape[1:]) or (1,)
+        task = settle_task(spec.name, raw, None if task is None else str(task))
+        n_train = round(len(raw.x) * (1.0 if raw.x_test is not None else _TRAIN_SHARE))
+    else:
+        info = data.DATASETS.get(spec.name)
+        shape, task = info.shape, task or info.task
+        n_train = round(info.size * _TRAIN_SHARE)
+    pca, size = _count(spec.get("pca")), _count(spec.get("train_size"))
+    return DataFacts((pca,) if pca else shape, str(task), size or n_train,
+                     spec.is_file and _is_table_file(spec.name))
+
+
+def _count(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def for_data(config: StudyConfig, bundle: data.DataBundle) -> StudyConfig:
+    """`config` with its defaults settled from the data (`with_defaults`), then checked against it."""
+    config = with_defaults(config, DataFacts.of(bundle, config.dataset))
     check_against_data(config, bundle)
     return config
+
+
+def with_defaults(config: StudyConfig, facts: DataFacts) -> StudyConfig:
+    """`config` with everything the user left unset settled from the data.
+
+    - A regression turns the default objectives into (mse, params) and the default loss into mse.
+    - `defaults`: auto picks the modality of the data (`defaults.modality`); every space key the
+      user did not set comes from that modality's default space, key by key; plain keeps the
+      vocabulary's own defaults (the seed studies' setting, every study's before default spaces
+      existed, and what auto means for the grid sampler). Batch sizes that do not fit a small
+      training split are left out.
+    - Unless plain, a search with no pruner named gets the default one (`default_pruner`).
+
+    What is settled here is stored with a new study; a resumed one keeps what it was created with
+    (`study.resume_config`).
+    """
+    if facts.task == "regression" and "objectives" not in config.explicit:
+        config = replace(config, objectives=("mse", "params"))
+    mode = config.defaults
+    if mode == dflt.AUTO:  # a grid enumerates the space the user wrote, and only that
+        mode = dflt.PLAIN if config.sampler == "grid" else facts.modality()
+    raw: dict[str, Any] = {}
+    if mode != dflt.PLAIN:
+        raw = dflt.space_for(mode, facts.task, facts.n_train)
+    elif facts.task == "regression":
+        raw["loss"] = "mse"
+    raw["batch_size"] = default_batch_sizes(facts.n_train).to_raw()
+    given = {name: param.to_raw() for name, param in config.space.items() if name in config.explicit}
+    config = replace(config, defaults=mode, space=parse_space({**raw, **given}))
+    if mode != dflt.PLAIN and "pruner" not in config.explicit:
+        config = replace(config, **default_pruner(config))
+    _check_grid(config)
+    _check_gated(config.space)
+    return config
+
+
+def adopt_stored(config: StudyConfig, stored: Mapping[str, Any]) -> StudyConfig:
+    """`config` with every space key and the pruner the user did not set taken from `stored`, the
+    config a study was created with (`StudyConfig.to_raw`): a stored study keeps its space and
+    pruner whatever the defaults of the version that resumes it."""
+    given = {name: param.to_raw() for name, param in config.space.items() if name in config.explicit}
+    changes: dict[str, Any] = {"space": parse_space({**dict(stored.get("space") or {}), **given}),
+                               "defaults": stored.get("defaults", dflt.PLAIN)}
+    if "pruner" not in config.explicit and stored.get("pruner") is not None:
+        changes["pruner"], changes["pruning"] = _pruner(stored["pruner"])
+    return replace(config, **changes)
+
+
+def default_pruner(config: StudyConfig) -> dict[str, Any]:
+    """The pruner of a search that names none: pareto for several objectives, median for one, each
+    waiting `defaults.warmup_epochs` before it judges a trial; none when no objective is trained."""
+    if all(vocab.METRICS.get(name).static for name in config.objectives):
+        return {"pruner": "none", "pruning": PrunerConfig()}
+    settings = PrunerConfig(startup_trials=dflt.PRUNER_STARTUP_TRIALS, margin=dflt.PRUNER_MARGIN,
+                            warmup_epochs=dflt.warmup_epochs(config.max_epochs()))
+    return {"pruner": "pareto" if len(config.objectives) > 1 else "median", "pruning": settings}
 
 
 def default_batch_sizes(n_train: int) -> Fixed | Choice:

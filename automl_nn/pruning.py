@@ -85,8 +85,8 @@ class OptunaPruning:
 
     def __call__(self, trial: optuna.Trial, epoch: int, epochs: int) -> dict[str, Any] | None:
         values = TrialRecord.running(trial).epoch_values(epoch)
-        if values is None:
-            return None
+        if values is None or self.objective not in values:
+            return None  # not reached, or not recorded per epoch (a regression's mse)
         # The raw metric: the study's direction (maximize accuracy, minimize loss) orients it.
         trial.report(values[self.objective], step=epoch)
         if epoch >= epochs or not trial.should_prune():

@@ -37,7 +37,7 @@ from automl_nn.errors import ConfigError
 from automl_nn.storage import artifacts, record, recovery
 from automl_nn.storage.backends import open_storage, storage_url
 from automl_nn.storage.record import TrialRecord
-from automl_nn.study import count_done, front, open_study
+from automl_nn.study import count_done, front, open_study, resume_config
 from automl_nn.trial import Reporter, TrialRunner, mark_failed
 
 log = logging.getLogger(__name__)
@@ -302,6 +302,7 @@ def run_search(
     graceful = GracefulStop()
     with graceful.installed():
         study = prepare(config, worker_index)
+        config = resume_config(study, config)  # a stored study keeps the space it was created with
         graceful.study = study
         if "data" not in study.user_attrs:  # export needs the input shape, classes and statistics
             study.set_user_attr("data", bundle.describe())

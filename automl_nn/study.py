@@ -2,7 +2,9 @@
 
 A study keeps its resolved config and the config's hash in its user attributes; running the same
 search again resumes it (`trials` is the study's total), and a search whose data, objectives or
-space differ from the stored ones is refused rather than mixed in.
+space differ from the stored ones is refused rather than mixed in. What the user did not set on
+resuming comes from the stored config (`resume_config`), so changed defaults never stop a study.
+A new study gets its modality's warm-start portfolio as its first trials.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
-from automl_nn import pruning, space
-from automl_nn.config import ACCEL_KEYS, SAMPLERS, StudyConfig
+from automl_nn import defaults, pruning, space
+from automl_nn.config import ACCEL_KEYS, SAMPLERS, StudyConfig, adopt_stored
 from automl_nn.errors import StorageError, unknown_name
 from automl_nn.storage import record, recovery
 from automl_nn.storage.backends import study_names
@@ -48,10 +50,10 @@ def open_study(config: StudyConfig, storage: BaseStorage, worker_index: int = 0)
     search and trains as it does.
     """
     sampler = make_sampler(config, worker_index)
-    pruner = pruning.make_pruner(config)
     if config.study_name in study_names(storage):
-        study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler,
-                                  pruner=pruner)
+        study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler)
+        config = resume_config(study, config)
+        study.pruner = pruning.make_pruner(config)
         check_compatible(study, config)
         if "config" not in study.user_attrs:  # its creator died before describing it
             _describe(study, config)
@@ -65,11 +67,32 @@ def open_study(config: StudyConfig, storage: BaseStorage, worker_index: int = 0)
     try:
         study = optuna.create_study(storage=storage, study_name=config.study_name,
                                     directions=config.directions(), sampler=sampler,  # type: ignore[arg-type]
-                                    pruner=pruner)
+                                    pruner=pruning.make_pruner(config))
     except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
         return open_study(config, storage, worker_index)
     _describe(study, config)
+    record.enqueue_portfolio(study, portfolio_points(config))
     return study
+
+
+def resume_config(study: optuna.Study, config: StudyConfig) -> StudyConfig:
+    """`config` with what the user did not set (space keys, the pruner) taken from the config the
+    study was created with; `config` itself for a study that stored none."""
+    stored = study.user_attrs.get("config")
+    return adopt_stored(config, stored) if isinstance(stored, dict) else config
+
+
+def portfolio_points(config: StudyConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The warm-start points a new study of `config` starts with: its modality's portfolio, fitted
+    into its space, at most half of the trial budget (the sampler always gets the rest).
+
+    None for `portfolio: false`, for plain defaults (their space is the user's own) and for the
+    grid sampler, which enumerates the space itself.
+    """
+    if not config.portfolio or config.defaults not in defaults.MODALITIES or config.sampler == "grid":
+        return []
+    points = space.portfolio(config.space, defaults.PORTFOLIOS[config.defaults])
+    return points[:max(1, config.trials // 2)]
 
 
 def _describe(study: optuna.Study, config: StudyConfig) -> None:

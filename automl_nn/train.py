@@ -90,12 +90,14 @@ class Evaluation:
     """Loss, task metrics and per-sample predictions on one split.
 
     `scores` holds the split's metrics by objective name: accuracy, error and loss for
-    classification; mse, mae, r2 and loss for regression (where `accuracy` is NaN).
+    classification; mse, mae, r2 and loss for regression (where `accuracy` is NaN). Regression
+    metrics and predictions are in the target's own units; `loss` is in the standardized space the
+    network trains in (see DataBundle).
     """
 
     loss: float
     accuracy: float
-    predictions: torch.Tensor  # class per sample (int64), or values (N, k) for regression; CPU
+    predictions: torch.Tensor  # class per sample (int64), or values (N, k) in target units; CPU
     confidence: torch.Tensor  # top-class probability per sample (float32, CPU); empty for regression
     scores: dict[str, float] = field(default_factory=dict)
 
@@ -344,7 +346,7 @@ def evaluate(
             outputs.append(out)
     loss = float(total.item()) / x.shape[0]
     out = torch.cat(outputs)
-    return _regression_eval(loss, out, y) if regression else _class_eval(loss, out, y)
+    return _regression_eval(loss, out, y, bundle) if regression else _class_eval(loss, out, y)
 
 
 def eval_batch(per_input: float, device: torch.device, floor: int = MIN_EVAL_BATCH) -> int:
@@ -422,11 +424,16 @@ def _class_eval(loss: float, out: torch.Tensor, y: torch.Tensor) -> Evaluation:
     return Evaluation(loss, accuracy, predictions.cpu(), confidence.cpu(), scores)
 
 
-def _regression_eval(loss: float, out: torch.Tensor, y: torch.Tensor) -> Evaluation:
-    """mse and mae over every output; r2 per output, averaged (as scikit-learn's r2_score)."""
+def _regression_eval(loss: float, out: torch.Tensor, y: torch.Tensor, bundle: DataBundle) -> Evaluation:
+    """mse and mae over every output; r2 per output, averaged (as scikit-learn's r2_score).
+
+    `out` and `y` are standardized; errors are scaled back by the training std (mse by std^2, mae
+    by std), so mse and mae are in the target's units. r2 does not change with the scale.
+    """
     diff = out - y.float()
     residual = (diff ** 2).sum(dim=0)
     spread = ((y.float() - y.float().mean(dim=0)) ** 2).sum(dim=0).clamp_min(1e-12)
-    scores = {"mse": float((diff ** 2).mean().item()), "mae": float(diff.abs().mean().item()),
+    error = diff if bundle.target_std is None else diff * bundle.target_std
+    scores = {"mse": float((error ** 2).mean().item()), "mae": float(error.abs().mean().item()),
               "r2": float((1.0 - residual / spread).mean().item()), "loss": loss}
-    return Evaluation(loss, math.nan, out.cpu(), torch.empty(0), scores)
+    return Evaluation(loss, math.nan, bundle.to_target_units(out).cpu(), torch.empty(0), scores)

@@ -430,10 +430,13 @@ def train_candidate(
 
 
 def target_spread(bundle: DataBundle) -> tuple[float, float]:
-    """Mean squared and mean absolute deviation of the training targets from their mean (regression)."""
+    """Mean squared and mean absolute deviation of the training targets from their mean (regression).
+
+    In the target's units, as the mse and mae a trained regression reports.
+    """
     if bundle.task != "regression":
         return (1.0, 1.0)
-    y = bundle.y_train.float()
+    y = bundle.to_target_units(bundle.y_train.float())
     deviation = y - y.mean(dim=0)
     return float((deviation ** 2).mean()), float(deviation.abs().mean())
 

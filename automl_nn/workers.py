@@ -274,6 +274,7 @@ def run_parallel(config: cfg.StudyConfig, slots: list[Slot], *, shared: bool = T
     input or repeated failures, and WorkerFailure when workers died and the target was missed.
     """
     opened = search.prepare(config)  # the study and its tables exist before any worker starts
+    config = study.resume_config(opened, config)  # workers search the space it was created with
     remaining = config.trials - study.count_done(opened)
     if remaining <= 0:
         return opened

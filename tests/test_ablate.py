@@ -12,7 +12,7 @@ from automl_nn.config import resolve
 from automl_nn.results.ablate import applying, candidate_of, factor_values, variant_params
 from tests.conftest import run
 
-STUDY = ("dataset: digits\nobjectives: [accuracy]\ntrials: 2\nstudy_name: ab\nseed: 0\n"
+STUDY = ("dataset: digits\nobjectives: [accuracy]\ntrials: 2\nstudy_name: ab\nseed: 0\ndefaults: plain\n"
          "space:\n  family: linear\n  depth: 1\n  width: 8\n  activation: [relu, tanh]\n"
          "  optimizer: adam\n  lr: {low: 1.0e-3, high: 1.0e-1, log: true}\n  batch_size: 64\n"
          "  epochs: 1\n")

@@ -177,12 +177,12 @@ def test_bad_files_are_usage_errors(tmp_path: Path, make, fragment: str) -> None
         data.load(make(tmp_path))
 
 
-def test_csv_bad_target_and_nan_say_where(tmp_path: Path) -> None:
+def test_csv_bad_target_and_missing_target_say_where(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
-    path.write_text("a,b,label\n1,2,0\n3,,1\n5,6,0\n7,8,1\n")
+    path.write_text("a,b,label\n1,2,0\n3,,1\n5,6,?\n7,8,1\n")
     with pytest.raises(DataError, match="no column named 'lable'. Columns: a, b, label"):
         data.load(data.parse_spec(str(path), {"target": "lable"}))
-    with pytest.raises(DataError, match=r"column 'b' has 1 missing .* line\(s\) 3"):
+    with pytest.raises(DataError, match=r"target column 'label' is empty on line\(s\) 4"):
         data.load(data.parse_spec(str(path), {"target": "label"}))
     with pytest.raises(DataError, match="needs --target"):
         data.load(str(path))
@@ -232,12 +232,12 @@ def test_alternating_line_flips_class_every_segment() -> None:
 ])
 def test_function_regression_values(name: str, options: dict[str, object], function) -> None:  # type: ignore[no-untyped-def]
     bundle = data.load(data.parse_spec(name, options))
-    x, y = bundle.x_train.numpy()[:, 0], bundle.y_train.numpy()[:, 0]
+    x, y = bundle.x_train.numpy()[:, 0], bundle.to_target_units(bundle.y_train).numpy()[:, 0]
     assert bundle.task == "regression" and np.all(np.abs(x) <= 1.0)
     np.testing.assert_allclose(y, function(x), atol=1e-5)
-    noisy = data.load(data.parse_spec(name, {**options, "noise": 0.5})).y_train.numpy()[:, 0]
-    assert 0.4 < np.std(noisy - function(data.load(data.parse_spec(name, {**options, "noise": 0.5}))
-                                         .x_train.numpy()[:, 0])) < 0.6
+    noisy = data.load(data.parse_spec(name, {**options, "noise": 0.5}))
+    y_noisy = noisy.to_target_units(noisy.y_train).numpy()[:, 0]
+    assert 0.4 < np.std(y_noisy - function(noisy.x_train.numpy()[:, 0])) < 0.6
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:
@@ -365,9 +365,10 @@ def test_regression_evaluation_matches_sklearn() -> None:
     bundle = data.load("sin?noise=0.3")
     model = torch.nn.Linear(1, 1)
     result = evaluate(model, bundle, bundle.x_test, bundle.y_test)
-    with torch.no_grad():
-        pred = model(bundle.normalize(bundle.x_test)).numpy()
-    truth = bundle.y_test.numpy()
+    with torch.no_grad():  # the network predicts standardized targets; metrics are in the target's units
+        pred = bundle.to_target_units(model(bundle.normalize(bundle.x_test))).numpy()
+    truth = bundle.to_target_units(bundle.y_test).numpy()
+    assert abs(truth.std() - bundle.y_test.numpy().std()) > 0.1  # the units differ, so this tells
     assert result.scores["mse"] == pytest.approx(mean_squared_error(truth, pred), rel=1e-5)
     assert result.scores["mae"] == pytest.approx(mean_absolute_error(truth, pred), rel=1e-5)
     assert result.scores["r2"] == pytest.approx(r2_score(truth, pred), rel=1e-4)

@@ -146,7 +146,7 @@ def test_train_init_weights_starts_from_the_exported_weights(
     cli: CliRunner, tmp_path: Path, init: str
 ) -> None:
     study_file = tmp_path / "s.yaml"
-    study_file.write_text(f"space: {{init: {init}, lr: 0.05}}\n")
+    study_file.write_text(f"defaults: plain\nspace: {{init: {init}, lr: 0.05}}\n")
     study = _search_one(cli, "linear", "iw", str(study_file))
     trial = study.trials[0]
     assert trial.user_attrs["candidate"]["train"]["init"] == init

@@ -337,3 +337,13 @@ def test_constraints_on_a_regression_study_close_trials_with_regression_placehol
     assert trials and all(t.state == TrialState.COMPLETE and record.is_infeasible(t) for t in trials)
     mse, params = trials[0].values
     assert params > 5 and mse > 0 and math.isfinite(mse)  # the error of predicting the mean
+
+
+@pytest.mark.parametrize("objective", ["mse", "mse,params"])
+def test_default_pruners_leave_a_regression_search_running(cli: CliRunner, objective: str) -> None:
+    """A regression's epochs record no accuracy (nor mse): the pruners must go on, not fail."""
+    code, output = run(cli, "search", "--dataset", "sin?size=128", "--objective", objective, "--trials", "3",
+                       "--epochs", "3", "--width", "4:16", "--study-name", "reg", "--seed", "0")
+    assert code == 0, output
+    trials = optuna.load_study(study_name="reg", storage="sqlite:///automl-nn.db").trials
+    assert not [t for t in trials if t.state == TrialState.FAIL], output

@@ -29,12 +29,12 @@ from automl_nn.errors import ConfigError, unknown_name
 from automl_nn.registry import Registry
 
 Shape = tuple[int, ...]
-OptionValue = bool | int | float | str | tuple[float, ...] | None
+OptionValue = bool | int | float | str | tuple[float, ...] | tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
 class Option:
-    """One dataset option: its type ("int", "float", "bool", "str", "floats"), default and bounds."""
+    """One dataset option: its type ("int", "float", "bool", "str", "floats", "names"), default, bounds."""
 
     kind: str
     default: OptionValue
@@ -54,7 +54,13 @@ COMMON: dict[str, Option] = {
     "val_size": Option("int", None, "validate on a fixed, stratified subset of this many samples",
                        minimum=1),
 }
-FILE_OPTIONS: dict[str, Option] = {"target": Option("str", None, "CSV column to predict")}
+FILE_OPTIONS: dict[str, Option] = {
+    "target": Option("str", None, "CSV column to predict"),
+    # Column lists change the features, so they are part of the spec (and the study identity); a
+    # spec without them reads as before. Names are kept sorted: the order of a list means nothing.
+    "categorical": Option("names", None, "CSV columns to one-hot encode (comma-separated)"),
+    "numeric": Option("names", None, "CSV columns to read as numbers (comma-separated)"),
+}
 _SIZE = {"size": Option("int", 1000, "samples", minimum=3),
          "noise": Option("float", 0.0, "noise std", minimum=0.0),
          "seed": Option("int", 0, "generator seed")}
@@ -176,11 +182,23 @@ def _coerce(value: Any, option: Option, where: str) -> OptionValue:
         if option.choices and text not in option.choices:
             raise ConfigError(f"{where}: expected one of {', '.join(option.choices)}, but got {text!r}.")
         return text
+    if option.kind == "names":
+        return _names(value, where)
     if option.kind == "floats":
         items = value.split(",") if isinstance(value, str) else value
         items = items if isinstance(items, list | tuple) else [items]
         return tuple(_number(v, "float", option, f"{where}[{i}]") for i, v in enumerate(items))
     return _number(value, option.kind, option, where)
+
+
+def _names(value: Any, where: str) -> tuple[str, ...] | None:
+    """Comma-separated names (or a list of them), sorted and without repeats; none at all: None."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{where}: expected comma-separated column names, such as suit,rank, "
+                          f"but got {value!r}.")
+    names = sorted({str(item).strip() for item in items} - {""})
+    return tuple(names) or None
 
 
 def _boolean(value: Any, where: str) -> bool:
@@ -260,7 +278,9 @@ def _load(spec: DataSpec, data_dir: str | None) -> DataBundle:
     options = {k: spec.get(k) for k in _options_for(spec)}
     common = {k: options.pop(k) for k in COMMON}
     if spec.is_file:
-        raw = files.load_file(Path(spec.name), options.get("target"))  # type: ignore[arg-type]
+        raw = files.load_file(Path(spec.name), options.get("target"),  # type: ignore[arg-type]
+                              options.get("categorical") or (),  # type: ignore[arg-type]
+                              options.get("numeric") or ())  # type: ignore[arg-type]
     else:
         raw = DATASETS.get(spec.name).load(options, data_dir)
     pre = Preprocess(task=common["task"], oversample=bool(common["oversample"]),  # type: ignore[arg-type]
@@ -280,7 +300,7 @@ def listing(data_dir: str | None = None) -> list[dict[str, Any]]:
                  "options": "-"})
     rows.append({"name": "PATH.csv", "shape": "from file", "size": "-", "task": "inferred",
                  "offline": "yes", "source": "your file: header row; categorical one-hot",
-                 "options": "target"})
+                 "options": ", ".join(FILE_OPTIONS)})
     return rows
 
 

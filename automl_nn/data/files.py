@@ -1,23 +1,32 @@
 """The user's own files: `.npz` (arrays x/y, optionally x_test/y_test) and `.csv` (--target COLUMN).
 
-CSV columns that are all numbers stay numeric; any other column is categorical and one-hot encoded
-(categories sorted, so the encoding repeats). Problems raise DataError naming the file, the column
-or the row, and what to change.
+A CSV file is read as a table: each feature column is numeric or categorical by the rule in
+`column_kind` (`--categorical` / `--numeric` override it), and its cells are handed over raw, with
+missing cells marked; `data.tables` encodes them with statistics of the training split. Problems
+raise DataError naming the file, the column or the row, and what to change.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from automl_nn.data.arrays import RawData
-from automl_nn.errors import DataError
+from automl_nn.data.arrays import Column, RawData
+from automl_nn.errors import DataError, unknown_name
 
 EXTENSIONS = (".npz", ".csv")
 _NPZ_KEYS = (("x", "y"), ("X", "y"), ("X", "Y"))
+# Cells read as missing in every column (compared stripped and lower-cased).
+MISSING = ("", "?", "na", "n/a", "nan", "null", "none")
+# An integer column is categorical by default when it holds at most MAX_CODES distinct values and
+# has at least ROWS_PER_CODE rows per value (distinct values at most 5% of the rows): codes such as
+# card suits and ranks, not counts or measurements, and enough rows to learn a weight per value.
+MAX_CODES = 20
+ROWS_PER_CODE = 20
 
 
 def is_path(name: str) -> bool:
@@ -36,18 +45,20 @@ def check_file(path: Path) -> None:
                         f"{Path.cwd()}).")
 
 
-def load_file(path: Path, target: str | None) -> RawData:
+def load_file(path: Path, target: str | None, categorical: tuple[str, ...] = (),
+              numeric: tuple[str, ...] = ()) -> RawData:
     """Read a user's .npz or .csv file into RawData."""
     check_file(path)
     if path.suffix.lower() == ".npz":
-        if target is not None:
-            raise DataError(f"dataset {path}: --target names a CSV column, but this is an .npz file "
-                            "whose targets are the array y. Drop --target.")
+        for flag, given in (("--target", target), ("--categorical", categorical), ("--numeric", numeric)):
+            if given:
+                raise DataError(f"dataset {path}: {flag} names CSV columns, but this is an .npz file "
+                                f"of arrays x and y. Drop {flag}.")
         return load_npz(path)
     if target is None:
         raise DataError(f"dataset {path}: a CSV file needs --target COLUMN (the column to predict). "
                         f"Columns: {', '.join(_header(path))}.")
-    return load_csv(path, target)
+    return load_csv(path, target, categorical, numeric)
 
 
 # ---- npz -----------------------------------------------------------------------------------------
@@ -92,25 +103,41 @@ def _header(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def load_csv(path: Path, target: str) -> RawData:
-    """Features (numeric kept, categorical one-hot) and the `target` column of a CSV file."""
+def load_csv(path: Path, target: str, categorical: tuple[str, ...] = (),
+             numeric: tuple[str, ...] = ()) -> RawData:
+    """The feature columns (raw cells, each with its kind) and the `target` column of a CSV file."""
     header, rows = _read_rows(path)
     if target not in header:
         raise DataError(f"dataset {path}: no column named {target!r}. Columns: {', '.join(header)}. "
                         "Pass one of them with --target.")
-    columns = {name: [row[i] for row in rows] for i, name in enumerate(header)}
-    features, names = [], []
-    for name in header:
-        if name == target:
-            continue
-        block, block_names = _encode_column(path, name, columns[name])
-        features.append(block)
-        names.extend(block_names)
-    if not features:
+    names = [name for name in header if name != target]
+    if not names:
         raise DataError(f"dataset {path}: the target {target!r} is the only column; there are no "
                         "features to learn from. Add feature columns.")
-    y = _target(path, target, columns[target])
-    return RawData(np.hstack(features).astype(np.float32), y, feature_names=tuple(names))
+    _check_overrides(path, target, names, categorical, numeric)
+    cells = {name: [row[i] for row in rows] for i, name in enumerate(header)}
+    columns = tuple(column_kind(path, name, cells[name], categorical, numeric) for name in names)
+    x = np.empty((len(rows), len(names)), dtype=object)
+    for j, column in enumerate(columns):
+        x[:, j] = _raw_cells(path, column, cells[column.name])
+    y = _target(path, target, cells[target])
+    return RawData(x, y, feature_names=tuple(names), columns=columns)
+
+
+def _check_overrides(path: Path, target: str, names: list[str], categorical: tuple[str, ...],
+                     numeric: tuple[str, ...]) -> None:
+    """--categorical / --numeric name feature columns of this file, and none in both."""
+    for flag, given in (("--categorical", categorical), ("--numeric", numeric)):
+        for name in given:
+            if name == target:
+                raise DataError(f"dataset {path}: {flag} names {name!r}, the target. It lists "
+                                "feature columns; drop the target from it.")
+            if name not in names:
+                raise unknown_name("column", name, names, f"dataset {path}: {flag}", error=DataError)
+    both = sorted(set(categorical) & set(numeric))
+    if both:
+        raise DataError(f"dataset {path}: {', '.join(map(repr, both))} given to both --categorical "
+                        "and --numeric. Name each column in one of them.")
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -128,25 +155,63 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     return header, [[cell.strip() for cell in row] for row in rows]
 
 
-def _missing(cell: str) -> bool:
-    return cell == "" or cell.lower() in ("nan", "na", "null", "none")
+def is_missing(cell: str) -> bool:
+    """Whether a CSV cell is a missing value (see MISSING)."""
+    return cell.strip().lower() in MISSING
 
 
-def _encode_column(path: Path, name: str, cells: list[str]) -> tuple[np.ndarray, list[str]]:
-    """A numeric column as one float column; a categorical one as sorted one-hot columns."""
-    gaps = [i for i, cell in enumerate(cells) if _missing(cell)]
-    if gaps:
-        lines = ", ".join(str(i + 2) for i in gaps[:5])
-        raise DataError(f"dataset {path}: column {name!r} has {len(gaps)} missing or NaN value(s), "
-                        f"first on line(s) {lines}. Fill them in or drop those rows.")
-    numbers = _as_numbers(cells)
-    if numbers is not None:
-        return numbers[:, None], [name]
-    categories = sorted(set(cells))
-    index = {c: i for i, c in enumerate(categories)}
-    onehot = np.zeros((len(cells), len(categories)), dtype=np.float32)
-    onehot[np.arange(len(cells)), [index[c] for c in cells]] = 1.0
-    return onehot, [f"{name}={c}" for c in categories]
+def column_kind(path: Path, name: str, cells: list[str], categorical: tuple[str, ...] = (),
+                numeric: tuple[str, ...] = ()) -> Column:
+    """Numeric or categorical, by the documented rule (--categorical / --numeric first).
+
+    A column with a cell that is not a number is categorical; a column of whole numbers with few
+    distinct values (at most MAX_CODES, and at least ROWS_PER_CODE rows per value) is categorical;
+    any other column of numbers is numeric. Missing cells are left out of the count.
+    """
+    present = [cell for cell in cells if not is_missing(cell)]
+    if not present:
+        raise DataError(f"dataset {path}: column {name!r} has no values (every cell is missing). "
+                        "Drop the column.")
+    numbers = _as_numbers(present)
+    if name in numeric:
+        if numbers is None:
+            line, cell = next((i + 2, c) for i, c in enumerate(cells)
+                              if not is_missing(c) and _as_numbers([c]) is None)
+            raise DataError(f"dataset {path}: --numeric names column {name!r}, but line {line} "
+                            f"holds {cell!r}, which is not a number. Fix the cell, or drop {name!r} "
+                            "from --numeric.")
+        return Column(name, "numeric", "--numeric")
+    if name in categorical:
+        return Column(name, "categorical", "--categorical", numbers=numbers is not None)
+    if numbers is None:
+        return Column(name, "categorical", "text")
+    distinct = len(np.unique(numbers))
+    if np.all(np.mod(numbers, 1) == 0) and distinct <= MAX_CODES and distinct * ROWS_PER_CODE <= len(cells):
+        return Column(name, "categorical", "few integer codes", numbers=True)
+    return Column(name, "numeric", "numbers")
+
+
+def _raw_cells(path: Path, column: Column, cells: list[str]) -> list[object]:
+    """A column's cells as the encoder takes them: floats (NaN missing) or text (None missing)."""
+    if column.kind == "numeric":
+        values: list[object] = [math.nan if is_missing(c) else float(c) for c in cells]
+        bad = [i for i, v in enumerate(values) if isinstance(v, float) and math.isinf(v)]
+        if bad:
+            raise DataError(f"dataset {path}: column {column.name!r} holds an infinite value on line "
+                            f"{bad[0] + 2}. Replace it by a number, or leave the cell empty (missing).")
+        return values
+    return [None if is_missing(c) else category(c, column.numbers) for c in cells]
+
+
+def category(cell: str, numbers: bool) -> str:
+    """The category a cell stands for: the text, or for a column of numbers their canonical text.
+
+    So `3`, `3.0` and `03` are one category of an integer-coded column (and `0.5`, `.5` another).
+    """
+    if not numbers:
+        return cell.strip()
+    value = float(cell)
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _as_numbers(cells: list[str]) -> np.ndarray | None:
@@ -157,7 +222,7 @@ def _as_numbers(cells: list[str]) -> np.ndarray | None:
 
 
 def _target(path: Path, name: str, cells: list[str]) -> np.ndarray:
-    gaps = [i for i, cell in enumerate(cells) if _missing(cell)]
+    gaps = [i for i, cell in enumerate(cells) if is_missing(cell)]
     if gaps:
         raise DataError(f"dataset {path}: target column {name!r} is empty on line(s) "
                         f"{', '.join(str(i + 2) for i in gaps[:5])}. Every row needs a target.")

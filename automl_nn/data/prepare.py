@@ -3,17 +3,20 @@
 One path for every source, so every dataset gets the same checks and the same guarantees:
 splits never share a sample, oversampling and PCA are fitted on the training split only, and
 normalization statistics come from the training split only. uint8 features (images) stay uint8
-until the batch; every other feature becomes float32.
+until the batch; every other feature becomes float32. A table's columns are encoded (`tables`)
+with an encoder fitted on the training split; regression targets are standardized with the
+training split's mean and std, and the bundle keeps both to give metrics in the target's units.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from automl_nn.data import tables
 from automl_nn.data.arrays import RawData
 from automl_nn.errors import DataError
 
@@ -30,8 +33,10 @@ MAX_INFERRED_CLASSES = 20  # integer targets with more distinct values are read 
 class DataBundle:
     """Train / validation / test tensors plus what a model and a trainer need to know about them.
 
-    Classification targets are int64 class indices (N,); regression targets are float32 (N, k).
-    `class_names` names the classes, or the outputs of a regression.
+    Classification targets are int64 class indices (N,); regression targets are float32 (N, k),
+    standardized with the training split's `target_mean` / `target_std` (losses are computed in
+    that space; `to_target_units` maps values back). `class_names` names the classes, or the
+    outputs of a regression. `encoding` describes how a table's columns became the features.
     """
 
     name: str
@@ -47,14 +52,23 @@ class DataBundle:
     class_names: tuple[str, ...]
     mean: torch.Tensor  # broadcasts against one sample; computed on the training split
     std: torch.Tensor
+    target_mean: torch.Tensor | None = None  # (k,) regression only; from the training split
+    target_std: torch.Tensor | None = None
+    encoding: tables.TableEncoding | None = field(default=None, compare=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Float, standardized copy of a batch (stats live on the bundle's device)."""
         return (x.float() - self.mean) / self.std
 
+    def to_target_units(self, values: torch.Tensor) -> torch.Tensor:
+        """Regression values (N, k) from the standardized space back to the target's own units."""
+        if self.target_mean is None or self.target_std is None:
+            return values
+        return values * self.target_std + self.target_mean
+
     def to(self, device: torch.device | str) -> DataBundle:
         """The same bundle with every tensor on `device`."""
-        moved = {k: getattr(self, k).to(device) for k in _TENSOR_FIELDS}
+        moved = {k: getattr(self, k).to(device) for k in _TENSOR_FIELDS if getattr(self, k) is not None}
         return replace(self, **moved)
 
     @property
@@ -70,10 +84,14 @@ class DataBundle:
             "stat_shape": list(self.mean.shape),
             "splits": {"train": self.n_train, "val": int(self.x_val.shape[0]),
                        "test": int(self.x_test.shape[0])},
+            **({} if self.target_mean is None or self.target_std is None else {
+                "target_mean": self.target_mean.tolist(), "target_std": self.target_std.tolist()}),
+            **({} if self.encoding is None else {"encoding": self.encoding.to_dict()}),
         }
 
 
-_TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
+_TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std",
+                  "target_mean", "target_std")
 
 
 @dataclass(frozen=True)
@@ -188,8 +206,11 @@ def bundle_from_arrays(
 
 def make_bundle(name: str, raw: RawData, pre: Preprocess, test_fraction: float = 0.2) -> DataBundle:
     """Validate `raw`, settle its task, split it, preprocess it and make tensors."""
-    x, x_test = _features(name, raw.x, "x"), None if raw.x_test is None else _features(name, raw.x_test,
-                                                                                       "x_test")
+    if raw.columns:  # a table: raw cells, encoded below once the training split is known
+        x, x_test = raw.x, None
+    else:
+        x, x_test = _features(name, raw.x, "x"), None if raw.x_test is None else _features(
+            name, raw.x_test, "x_test")
     _check_shapes(name, raw, x, x_test)
     for label, arr in (("x", x), ("x_test", x_test)):
         if arr is not None:
@@ -205,12 +226,17 @@ def make_bundle(name: str, raw: RawData, pre: Preprocess, test_fraction: float =
     val = stratified_subset(_strata(y, task), val, validation_size(name, pre, len(val), len(train)))
     if pre.train_size is not None:
         train = subset(name, train, pre.train_size)
+    encoding = None
+    if raw.columns:  # fitted on the training rows (each once: oversampling only repeats them)
+        encoder = tables.fit(raw.columns, x[np.unique(train)])
+        x, x_test, encoding = encoder.transform(x), encoder.transform(x_test), encoder.encoding
     if pre.oversample:
         train = oversample(name, y, train, task)
     x_tr, x_val = x[train], x[val]
     if pre.pca is not None:
         x_tr, x_val, x_test = pca(name, pre.pca, x_tr, x_val, x_test)
-    return _tensors(name, (x_tr, y[train], x_val, y[val], x_test, y_test), task, names)
+    bundle = _tensors(name, (x_tr, y[train], x_val, y[val], x_test, y_test), task, names)
+    return replace(bundle, encoding=encoding)
 
 
 def _features(name: str, x: np.ndarray, label: str) -> np.ndarray:
@@ -378,6 +404,26 @@ def _tensors(
     x_tr, y_tr, x_val, y_val, x_te, y_te = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     mean, std = channel_stats(x_tr)
     n_outputs = len(names) if task == "classification" else int(y_tr.shape[1])
+    target_mean = target_std = None
+    if task == "regression":
+        target_mean, target_std = target_stats(arrays[1])
+        y_tr, y_val, y_te = (((y.double() - target_mean.double()) / target_std.double()).float()
+                             for y in (y_tr, y_val, y_te))
     return DataBundle(name=name, x_train=x_tr, y_train=y_tr, x_val=x_val, y_val=y_val, x_test=x_te,
                       y_test=y_te, input_shape=tuple(x_tr.shape[1:]), task=task, n_outputs=n_outputs,
-                      class_names=names, mean=mean, std=std)
+                      class_names=names, mean=mean, std=std, target_mean=target_mean,
+                      target_std=target_std)
+
+
+def target_stats(y_train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output mean and std (population, as StandardScaler) of the training targets.
+
+    Standardized training targets then have mean 0 and variance 1 exactly, so a loss is on the same
+    scale whatever the target's units. A constant output keeps std 1 (it is only shifted).
+    """
+    import torch
+
+    y = y_train.astype(np.float64)
+    mean, std = y.mean(axis=0), y.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()

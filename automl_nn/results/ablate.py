@@ -38,7 +38,7 @@ from plotly.subplots import make_subplots
 
 from automl_nn import space
 from automl_nn.accel import AccelConfig
-from automl_nn.config import RULES, Choice, Range, SpaceConfig, parse_space
+from automl_nn.config import RULES, ByOption, Choice, Range, SpaceConfig, parse_space
 from automl_nn.errors import TrialFailure, UsageError, unknown_name
 from automl_nn.results import decide
 from automl_nn.results.page import page
@@ -156,6 +156,10 @@ def _completed(params: dict[str, Any], base: Mapping[str, Any], space_config: Sp
     for name, param in space_config.items():
         if isinstance(param, Choice | Range) and name not in params:
             params[name] = _neutral(name, param)
+        if isinstance(param, ByOption):  # a variant may switch option (adamw -> sgd: sgd.lr)
+            for option, part in param.options:
+                if isinstance(part, Choice | Range):
+                    params.setdefault(space.option_name(option, name), _neutral(name, part))
     depths = [int(k[len(_LAYER):].split(".")[0]) for k in base if k.startswith(_LAYER)]
     width = space_config["width"]
     if depths and isinstance(width, Choice | Range):
@@ -171,6 +175,7 @@ def _max_depth(space_config: SpaceConfig) -> int:
         return int(depth.high)
     if isinstance(depth, Choice):
         return max(int(v) for v in depth.options)
+    assert not isinstance(depth, ByOption)  # depth is never given per option of another parameter
     return int(depth.value)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import math
 import platform
 import uuid
 from dataclasses import dataclass
@@ -67,23 +68,61 @@ def _constructor_args(module: nn.Module, classes: dict[str, type], indent: int) 
 
 
 def generate_source(model: nn.Module, header: str, data: dict[str, Any]) -> str:
-    """The whole `model.py`: imports, block classes, build(), preprocess() and load()."""
+    """The whole `model.py`: imports, block classes, constants, build(), preprocess(), load()."""
     classes: dict[str, type] = {}
     body = module_code(model, classes)
     blocks = "\n\n".join(inspect.getsource(cls).rstrip() for cls in classes.values())
+    table = _table_encoding(data)
     return _TEMPLATE.format(
         header=header, blocks=(blocks + "\n\n") if blocks else "", body=body,
         input_shape=tuple(data["input_shape"]), classes=data.get("class_names"),
         mean=data["mean"], std=data["std"], stat_shape=tuple(data["stat_shape"]),
+        inputs="raw table rows (see preprocess)" if table else "raw values shaped (N, *INPUT_SHAPE)",
+        outputs=_output_words(data), table=_table_code(table) if table else "",
+        preprocess=_TABLE_PREPROCESS if table else _PLAIN_PREPROCESS,
+        postprocess=_postprocess_code(data),
     )
+
+
+def _table_encoding(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The table encoding preprocess() applies; None when the inputs are not a table's rows.
+
+    A table projected by PCA trains on the projection, which the export does not write out: its
+    preprocess then takes the projected features, as for any other dataset.
+    """
+    encoding = data.get("encoding")
+    if not encoding or len(encoding["outputs"]) != math.prod(data["input_shape"]):
+        return None
+    return dict(encoding)
+
+
+def _output_words(data: dict[str, Any]) -> str:
+    if data.get("task") == "regression":
+        return "predictions in the target's units" if "target_mean" in data else "predictions"
+    return "class scores (argmax indexes CLASSES)"
+
+
+def _table_code(encoding: dict[str, Any]) -> str:
+    columns = "".join(f"    {column!r},\n" for column in encoding["columns"])
+    return _TABLE_CONSTANTS.format(features=encoding["features"], columns=columns,
+                                   missing=tuple(encoding["missing"])) + "\n"
+
+
+def _postprocess_code(data: dict[str, Any]) -> str:
+    if "target_mean" in data:
+        return _TARGET_POSTPROCESS.format(target_mean=data["target_mean"], target_std=data["target_std"])
+    if data.get("task") == "regression":  # recorded before targets were standardized
+        return _IDENTITY_POSTPROCESS.format(what="predictions, unchanged (trained on the targets as given)")
+    return _IDENTITY_POSTPROCESS.format(what="class scores, unchanged (argmax indexes CLASSES)")
 
 
 _TEMPLATE = '''"""{header}
 
 Needs only PyTorch:
-    from model import load, preprocess
-    net = load()                      # architecture + trained weights (weights_only=True)
-    logits = net(preprocess(x))       # x: a batch shaped (N, *INPUT_SHAPE), raw values
+    from model import load, preprocess, postprocess
+    net = load()                          # architecture + trained weights (weights_only=True)
+    y = postprocess(net(preprocess(x)))   # x: {inputs}
+                                          # y: {outputs}
 """
 
 from __future__ import annotations
@@ -100,16 +139,17 @@ CLASSES = {classes}
 # Standardization statistics of the training split, applied to raw inputs as during the search.
 MEAN = torch.tensor({mean}).reshape({stat_shape})
 STD = torch.tensor({std}).reshape({stat_shape})
-
+{table}
 
 {blocks}def build() -> nn.Module:
     """The architecture, untrained."""
     return {body}
 
 
-def preprocess(x: torch.Tensor) -> torch.Tensor:
-    """Raw inputs -> what the network was trained on."""
-    return (x.float() - MEAN) / STD
+{preprocess}
+
+
+{postprocess}
 
 
 def load(weights: str | Path | None = None) -> nn.Module:
@@ -119,6 +159,96 @@ def load(weights: str | Path | None = None) -> nn.Module:
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
 '''
+
+_PLAIN_PREPROCESS = '''def preprocess(x: torch.Tensor) -> torch.Tensor:
+    """Raw inputs -> what the network was trained on."""
+    return (x.float() - MEAN) / STD'''
+
+# These texts go through str.format: braces meant for the generated code are doubled.
+_TABLE_CONSTANTS = '''
+# The table's feature columns in file order (the target left out), which preprocess() takes, and
+# how each is encoded: fitted on the training split during the search (scikit-learn's
+# ColumnTransformer) and written out as constants, so that only torch is needed. Numeric columns:
+# missing -> median, then (value - mean) / scale, plus a 0/1 indicator where "indicator" is set.
+# Categorical columns: one-hot over "categories" (None: missing); any other value encodes as zeros.
+FEATURES = {features}
+COLUMNS = [
+{columns}]
+MISSING = {missing}  # cells read as missing, compared stripped and lower-cased
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in MISSING
+
+
+def _category(value: object, numbers: bool) -> str:
+    """The category a value stands for; in a column of numbers 3, 3.0 and "03" are one."""
+    if numbers:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except ValueError:
+            return str(value).strip()  # not a number: no category of this column
+        return str(int(number)) if number.is_integer() else repr(number)
+    return str(value).strip()
+
+
+def _encode_row(row: list[object]) -> list[float]:
+    values, indicators, onehot = [], [], []
+    for column, value in zip(COLUMNS, row):
+        missing = _is_missing(value)
+        if column["kind"] == "numeric":
+            try:
+                number = column["median"] if missing else float(value)  # type: ignore[arg-type]
+            except ValueError:
+                raise ValueError(f"column {{column['name']!r}}: {{value!r}} is not a number") from None
+            values.append((number - column["mean"]) / column["scale"])
+            if column["indicator"]:
+                indicators.append(1.0 if missing else 0.0)
+        else:
+            key = None if missing else _category(value, column["numbers"])
+            onehot.extend(1.0 if key == category else 0.0 for category in column["categories"])
+    return values + indicators + onehot
+
+
+def encode(rows: list[list[object]] | torch.Tensor) -> torch.Tensor:
+    """Raw rows -> encoded features: scaled numbers, missing indicators, then one-hot blocks."""
+    if isinstance(rows, torch.Tensor):
+        rows = rows.tolist()
+    encoded = []
+    for number, row in enumerate(rows):
+        if len(row) != len(FEATURES):
+            raise ValueError(f"row {{number}}: expected {{len(FEATURES)}} values "
+                             f"({{', '.join(FEATURES)}}), but got {{len(row)}}")
+        encoded.append(_encode_row(list(row)))
+    return torch.tensor(encoded, dtype=torch.float32).reshape(len(encoded), *INPUT_SHAPE)'''
+
+_TABLE_PREPROCESS = '''def preprocess(rows: list[list[object]] | torch.Tensor) -> torch.Tensor:
+    """Raw table rows -> what the network was trained on.
+
+    rows: a list of rows, each holding the values of FEATURES in that order (the CSV file's columns
+    without the target): text as in the file, or numbers; None, NaN or a cell in MISSING (such as
+    "" or "?") is a missing value. A float tensor shaped (N, len(FEATURES)) works too, when every
+    value is a number (NaN where missing).
+    """
+    return (encode(rows) - MEAN) / STD'''
+
+_TARGET_POSTPROCESS = '''# The network predicts standardized targets, (y - TARGET_MEAN) / TARGET_STD with the
+# training split's mean and std; postprocess() maps its outputs back to the target's units.
+TARGET_MEAN = torch.tensor({target_mean})
+TARGET_STD = torch.tensor({target_std})
+
+
+def postprocess(outputs: torch.Tensor) -> torch.Tensor:
+    """Network outputs -> predictions in the target's units (those of mse and mae in meta.json)."""
+    return outputs * TARGET_STD + TARGET_MEAN'''
+
+_IDENTITY_POSTPROCESS = '''def postprocess(outputs: torch.Tensor) -> torch.Tensor:
+    """Network outputs -> {what}."""
+    return outputs'''
 
 
 def import_source(path: Path) -> Any:
@@ -229,6 +359,9 @@ def _meta(study: optuna.Study, trial: FrozenTrial, candidate: Candidate, data: d
         "units": {name: vocab.METRICS.get(name).unit for name in measured},
         "metrics": measured, "test_accuracy": rec.test.get("accuracy"),
         "arch": candidate.arch.to_dict(), "train": candidate.train.to_dict(), "data": data,
+        **({"outputs": "standardized targets: model.py's postprocess() maps them to the target's "
+                       "units (outputs * data.target_std + data.target_mean), those of the metrics"}
+           if "target_mean" in data else {}),
         "weights_sha256": sha,
         "versions": {"automl-nn": __version__, "torch": torch.__version__,
                      "optuna": optuna.__version__, "python": platform.python_version()},

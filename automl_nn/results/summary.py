@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import vocab
-from automl_nn.config import RULES, Range, failure_budget, parse_param
+from automl_nn.config import RULES, ByOption, Range, failure_budget, parse_param
 from automl_nn.storage import record
 from automl_nn.storage.record import TrialRecord
 from automl_nn.study import front, objective_names
@@ -80,15 +80,21 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     failures = Counter(rec.failure for rec in map(TrialRecord.of, study.get_trials(deepcopy=False))
                        if rec.failure is not None)
     best = front(study)
+    warm = portfolio_trials(study)
+    rows = [trial_row(t, names) for t in best]
+    if warm:  # which of the best came from the warm-start portfolio
+        rows = [{**row, "portfolio": warm.get(row["trial"], {}).get("point")} for row in rows]
     return {
         "study": study.study_name,
         "dataset": config.get("dataset"),
+        "defaults": config.get("defaults", "plain"),
         "objectives": [_objective_info(name, d) for name, d in zip(names, study.directions,
                                                                    strict=True)],
         "states": state_counts(study),
         "counts": trial_counts(study),
         "fail_reasons": dict(failures),
-        "front": [trial_row(t, names) for t in best],
+        "front": rows,
+        "portfolio": list(warm.values()),
         "pruning": pruning_summary(study),
         "time": time_summary(study),
         "warnings": edge_warnings(config.get("space", {}), best),
@@ -115,6 +121,17 @@ def time_line(summary: dict[str, Any]) -> str | None:
     parts = ", ".join(f"{label} {seconds[part]:.1f} s ({seconds[part] / total:.0%})" if total else
                       f"{label} {seconds[part]:.1f} s" for part, label in TIME_LABELS.items())
     return f"time of {summary['trials']} trial(s): {total:.1f} s; {parts}"
+
+
+def portfolio_trials(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """The trials enqueued from the warm-start portfolio: number -> trial, point name, state."""
+    out = {}
+    for trial in study.get_trials(deepcopy=False):
+        point = TrialRecord.of(trial).portfolio
+        if point is not None:
+            out[trial.number] = {"trial": trial.number, "point": point,
+                                 "state": trial.state.name.lower()}
+    return out
 
 
 def pruning_summary(study: optuna.Study) -> dict[str, int]:
@@ -163,17 +180,26 @@ def edge_warnings(space_raw: dict[str, Any], best: list[FrozenTrial]) -> list[st
         if not isinstance(raw, dict) or name not in RULES:
             continue
         param = parse_param(name, raw, RULES[name])
-        assert isinstance(param, Range)
-        values = [t.params[name] for t in best if name in t.params]
-        floor = RULES[name].minimum
-        for edge, label in ((param.low, "lower"), (param.high, "upper")):
-            if label == "lower" and floor is not None and edge <= floor + 1:
-                continue  # nothing lies below the smallest allowed value (depth 1, width 1)
-            hits = sum(1 for v in values if _near(v, edge, param))
-            if hits:
-                warnings.append(f"{name}: {hits} of {len(values)} best trials sit at the {label} "
-                                f"edge ({edge:g}) of its range [{param.low:g}, {param.high:g}]; "
-                                "the optimum may lie beyond it, consider widening the range.")
+        # a range per option (adamw.lr, sgd.lr): each is sampled, and judged, under its own name
+        ranges = ([(f"{option}.{name}", part) for option, part in param.options]
+                  if isinstance(param, ByOption) else [(name, param)])
+        for trial_name, part in ranges:
+            if isinstance(part, Range):
+                warnings += _edge_warnings(trial_name, part, RULES[name].minimum, best)
+    return warnings
+
+
+def _edge_warnings(name: str, param: Range, floor: float | None, best: list[FrozenTrial]) -> list[str]:
+    values = [t.params[name] for t in best if name in t.params]
+    warnings = []
+    for edge, label in ((param.low, "lower"), (param.high, "upper")):
+        if label == "lower" and floor is not None and edge <= floor + 1:
+            continue  # nothing lies below the smallest allowed value (depth 1, width 1)
+        hits = sum(1 for v in values if _near(v, edge, param))
+        if hits:
+            warnings.append(f"{name}: {hits} of {len(values)} best trials sit at the {label} "
+                            f"edge ({edge:g}) of its range [{param.low:g}, {param.high:g}]; "
+                            "the optimum may lie beyond it, consider widening the range.")
     return warnings
 
 

@@ -11,6 +11,8 @@ A trial stores, as Optuna user attributes, in one commit per step:
 - `diverged` (why), with `fail_reason` `nonfinite`, for a trial whose loss or objective became NaN
   or infinite: it is closed COMPLETE with the `diverged` constraint violated (see `write_diverged`);
 - `time`: where the trial's seconds went (TIME_PARTS), last, for trials that trained (complete or pruned).
+- `portfolio` (the name of the known-good point it trains), set when it was enqueued as one of a
+  new study's first trials (`enqueue_portfolio`).
 
 Infeasible and diverged trials are COMPLETE only so that samplers learn from them (Optuna's samplers
 learn constraints from complete trials alone); their trained values are placeholders, so they are no
@@ -50,6 +52,7 @@ FAIL_REASON = "fail_reason"
 FAIL_MESSAGE = "fail_message"
 START_PARAMS = "start_params"
 EFFECTIVE_WIDTHS = "effective_widths"
+PORTFOLIO = "portfolio"
 TEST_PREFIX = "test_"
 _EPOCH_PREFIX = "epoch"
 TIME = "time"
@@ -154,6 +157,12 @@ def write_gated(trial: optuna.Trial, start_params: float, widths: Sequence[int])
     set_user_attrs(trial, {START_PARAMS: start_params, EFFECTIVE_WIDTHS: list(widths)})
 
 
+def enqueue_portfolio(study: optuna.Study, points: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Queue known-good points (name, trial parameters) as the next trials, each marked with its name."""
+    for name, params in points:
+        study.enqueue_trial(dict(params), user_attrs={PORTFOLIO: name})
+
+
 # ---- the reader --------------------------------------------------------------------------------
 
 
@@ -177,6 +186,7 @@ class TrialRecord:
     fail_message: str
     effective_widths: tuple[int, ...] | None
     time: dict[str, float]  # seconds per TIME_PARTS and `trial`; empty for trials before it existed
+    portfolio: str | None = None  # the known-good point it trains, when it came from the portfolio
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
@@ -203,6 +213,7 @@ class TrialRecord:
             fail_reason=_text(attrs.get(FAIL_REASON)), fail_message=str(attrs.get(FAIL_MESSAGE, "")),
             effective_widths=tuple(int(w) for w in widths) if widths is not None else None,
             time=_seconds(attrs.get(TIME)),
+            portfolio=_text(attrs.get(PORTFOLIO)),
         )
 
     @property
@@ -257,10 +268,11 @@ class TrialRecord:
         if not 1 <= epoch <= len(self.epochs):
             return None
         record = self.epochs[epoch - 1]
-        accuracy = float(record["val_accuracy"])
         seconds = sum(float(e.get("seconds", 0.0)) for e in self.epochs[:epoch])
-        return {"accuracy": accuracy, "error": 1.0 - accuracy, "loss": float(record["val_loss"]),
-                "train_time": seconds}
+        values = {"loss": float(record["val_loss"]), "train_time": seconds}
+        if "val_accuracy" in record:  # a regression's epochs carry no accuracy
+            values.update(accuracy=float(record["val_accuracy"]), error=1.0 - float(record["val_accuracy"]))
+        return values
 
 
 def _epochs(attrs: Mapping[str, Any]) -> tuple[dict[str, float], ...]:
