@@ -114,6 +114,9 @@ def search(
         help="Comma-separated objectives, e.g. accuracy,params (1 to 4).")] = None,
     trials: Annotated[int | None, typer.Option(
         help="Total finished trials the study should hold (re-running resumes up to it).")] = None,
+    max_failures: Annotated[int | None, typer.Option(
+        help="Failed trials (diverged ones included) the study may hold before the search stops "
+        "with exit 2. [default: --trials, at least 20]", show_default=False)] = None,
     timeout: Annotated[float | None, typer.Option(help=(
         "Wall-clock budget in seconds, counted from the command's start. Without --trials the "
         "search runs until it; a trial still training then stops as pruned, and candidates "
@@ -187,7 +190,8 @@ def search(
 
     raw = cfg.load_file(study_file) if study_file is not None else {}
     overrides = {
-        "dataset": dataset, "objectives": objective, "trials": trials, "timeout": timeout,
+        "dataset": dataset, "objectives": objective, "trials": trials,
+        "max_failures": max_failures, "timeout": timeout,
         "study_name": study_name, "storage": storage, "sampler": sampler, "pruner": pruner,
         "seed": seed, "data_dir": data_dir, "keep_weights": keep_weights,
         "keep_predictions": keep_predictions, "test_each_epoch": test_each_epoch, "epochs": epochs,
@@ -294,6 +298,7 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
     out.print("objectives: " + ", ".join(
         f"{o['name']} ({o['direction']}, {o['unit']})" for o in info["objectives"]))
     out.print("trials: " + ", ".join(f"{k} {v}" for k, v in info["states"].items() if v))
+    out.print(summary.counts_line(info["counts"]), highlight=False)
     if info["portfolio"]:
         out.print("warm-start portfolio: " + ", ".join(
             f"trial {p['trial']} {p['point']} ({p['state']})" for p in info["portfolio"]), highlight=False)

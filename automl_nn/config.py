@@ -266,11 +266,16 @@ DATA_FLAGS = ("target", "task", "oversample", "pca", "data_options")
 # of its identity, since they change speed, not what a trial means.
 ACCEL_KEYS = ("amp", "channels_last", "compile")
 # Keys of a study file besides `space`; each may also come from a CLI flag.
-TOP_KEYS = ("dataset", "objectives", "trials", "timeout", "study_name", "storage", "sampler",
-            "pruner", "seed", "data_dir", "keep_weights", "keep_predictions", "test_each_epoch",
-            "constraints", *CONSTRAINT_KEYS, *ACCEL_KEYS, "defaults", "portfolio", "space")
+TOP_KEYS = ("dataset", "objectives", "trials", "max_failures", "timeout", "study_name", "storage",
+            "sampler", "pruner", "seed", "data_dir", "keep_weights", "keep_predictions",
+            "test_each_epoch", "constraints", *CONSTRAINT_KEYS, *ACCEL_KEYS, "defaults", "portfolio",
+            "space")
 PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
 
+
+# Failed trials (diverged ones included) a study may hold before its search stops, when
+# max_failures is not set: as many as the trained trials it asks for, and never fewer than this.
+MIN_FAILURE_BUDGET = 20
 
 # `search --smoke`: the study's own code path on little data, to check a study file end to end fast.
 # `trials` of a search given a timeout and no trial count: it runs until the deadline
@@ -325,6 +330,8 @@ class StudyConfig:
     dataset: str = "digits"
     objectives: tuple[str, ...] = ("accuracy", "params")
     trials: int = 20
+    # failed trials the study may hold before the search stops (None: see failure_budget)
+    max_failures: int | None = None
     timeout: float | None = None
     study_name: str = "automl-nn"
     storage: str | None = None
@@ -374,6 +381,10 @@ class StudyConfig:
         """The acceleration options trials of this study run with."""
         return AccelConfig(self.amp, self.channels_last, self.compile)
 
+    def failure_budget(self) -> int:
+        """Failed trials the study may hold: `max_failures`, by default max(trials, 20)."""
+        return failure_budget(self.trials, self.max_failures)
+
     def max_epochs(self) -> int:
         """The most epochs any trial of this space trains (a pruner's full budget)."""
         return max(int(v) for v in _values(self.space["epochs"]))
@@ -399,6 +410,11 @@ class StudyConfig:
                               if metric in self.limits()}
         raw["space"] = self.space.to_raw()
         return raw
+
+
+def failure_budget(trials: int, max_failures: int | None) -> int:
+    """Failed trials a study of `trials` may hold: `max_failures`, or max(trials, 20) unset."""
+    return max_failures if max_failures is not None else max(trials, MIN_FAILURE_BUDGET)
 
 
 def smoke(config: StudyConfig) -> StudyConfig:
@@ -501,6 +517,8 @@ def _parse_top(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["objectives"] = _objectives(raw["objectives"])
     if "trials" in raw:
         out["trials"] = _positive_int(raw["trials"], "trials")
+    if raw.get("max_failures") is not None:
+        out["max_failures"] = _positive_int(raw["max_failures"], "max_failures")
     if raw.get("timeout") is not None:
         out["timeout"] = _positive_number(raw["timeout"], "timeout")
     for key in ("study_name", "storage", "data_dir"):

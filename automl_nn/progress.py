@@ -34,6 +34,8 @@ def describe_outcome(trial: FrozenTrial, study: optuna.Study) -> str:
         if rec.infeasible is not None:
             kind = "skipped" if record.is_skipped(trial) else "infeasible"
             return f"trial {trial.number} {kind}, not trained ({rec.infeasible})"
+        if rec.diverged is not None:
+            return f"trial {trial.number} diverged ({rec.diverged}); the sampler learns to avoid it"
         return f"trial {trial.number} complete: {values}"
     if trial.state == TrialState.PRUNED and rec.pruned_by is not None:
         return f"trial {trial.number} pruned ({describe_pruning(rec.pruned_by)})"

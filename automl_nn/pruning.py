@@ -13,6 +13,8 @@ returns a reason ends the trial as PRUNED, with the reason stored as `pruned_by`
   rule needs nothing beyond storage and holds across workers.
 - Constraints (`max_params`, ...) are checked on the static metrics before any training and set
   through `trial.set_constraint`, so samplers learn the boundary and the front skips the trial.
+- Divergence is a constraint too (`diverged`: 1 for a trial whose loss became NaN or infinite, 0
+  for any other complete trial), so samplers learn where training blows up.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ class ParetoPruner:
     def decide(self, current: EpochValues, finished: Sequence[FrozenTrial],
                epoch: int) -> dict[str, Any] | None:
         """Why `current` is pruned at `epoch` given the finished trials, or None to go on."""
-        feasible = [TrialRecord.of(t) for t in finished if not record.is_infeasible(t)]
+        # trained ones only: infeasible and diverged trials hold placeholder values
+        feasible = [TrialRecord.of(t) for t in finished if record.counts_toward_budget(t)]
         completed = sum(1 for t in feasible if t.state == TrialState.COMPLETE)
         if completed < self.settings.startup_trials:
             return None
@@ -200,15 +203,25 @@ def apply_constraints(trial: optuna.Trial, limits: Mapping[str, float],
     return violations
 
 
-def infeasible_values(objectives: Sequence[str], static: Mapping[str, float],
-                      untrained: Mapping[str, float]) -> list[float]:
-    """Objective values for a candidate that was never trained.
+def set_divergence(trial: optuna.Trial, diverged: bool) -> None:
+    """The `diverged` constraint, once a trial's outcome is known: violated (1) when its training
+    diverged, met (0) otherwise. Set on every complete trial of a study that uses it, after the
+    limits, so that every complete trial has the same constraints in the same order (Optuna's GP
+    sampler refuses mixed ones)."""
+    trial.set_constraint(record.DIVERGED, 1.0 if diverged else 0.0)
 
-    Static objectives are real. Trained ones are what a network that learned nothing scores
-    (`untrained`: see `untrained_scores`). They exist only because Optuna needs values for a
-    COMPLETE trial; the constraint keeps the trial off the front.
+
+def infeasible_values(objectives: Sequence[str], measured: Mapping[str, float],
+                      untrained: Mapping[str, float]) -> list[float]:
+    """Objective values for a candidate that was never trained, or whose training diverged.
+
+    Static objectives are real (from `measured`). Trained ones are what a network that learned
+    nothing scores (`untrained`: see `untrained_scores`), whatever `measured` holds for them. They
+    exist only because Optuna needs values for a COMPLETE trial; the constraint keeps the trial
+    off the front.
     """
-    return [float(static[n]) if n in static else float(untrained[n]) for n in objectives]
+    return [float(measured[n]) if vocab.METRICS.get(n).static else float(untrained[n])
+            for n in objectives]
 
 
 def untrained_scores(task: str, n_outputs: int,

@@ -3,6 +3,14 @@
 `run_search` opens (or resumes) the study, reaps trials whose worker died, and runs Optuna's
 optimize() with the trial runner until the study holds `trials` finished trials. SIGINT, SIGTERM
 and SIGHUP close the running trial as FAIL and stop the search; a resumed run picks it up again.
+
+Two things stop a search that fails instead of training (exit 2, the study keeps every trial):
+- the breaker: more than half of the last FAILURE_WINDOW trials this process ran failed the same
+  way (the same fail_reason). The message names what the failed trials share (optimizer,
+  activation, family, the lr range they span) and what to change;
+- the failure budget: the study holds `max_failures` failed trials (by default as many as
+  `trials`, at least 20), diverged ones included; stale and interrupted trials are run again and
+  do not count.
 """
 
 from __future__ import annotations
@@ -11,10 +19,11 @@ import contextlib
 import logging
 import signal
 import time
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 import optuna
 import torch
@@ -34,13 +43,18 @@ from automl_nn.trial import Reporter, TrialRunner, mark_failed
 
 log = logging.getLogger(__name__)
 
-SAME_FAILURE_LIMIT = 3  # identical failures in a row that stop a search instead of burning it
+# The breaker: the last FAILURE_WINDOW trials of this process (infeasible and circumstantial ones
+# aside); SAME_FAILURE_LIMIT of them failing the same way, more than half, stop the search. A kind
+# is a fail_reason alone: messages carry per-trial numbers (the lr), so no two would match.
+FAILURE_WINDOW = 20
+SAME_FAILURE_LIMIT = FAILURE_WINDOW // 2 + 1
 # Infeasible candidates cost no training and do not count toward --trials, so a space that is
-# (nearly) all over the constraints would loop; this many in a row stops the search instead.
+# (nearly) all over the constraints would loop; this many since the last trained trial stop the
+# search instead (failed trials in between neither count nor break the run).
 INFEASIBLE_LIMIT = 100
 # Candidates in a row skipped because they would not finish before the deadline: the search ends.
 SKIP_LIMIT = 3
-# Failures that say nothing about the configuration: they never trip the breaker.
+# Failures that say nothing about the configuration: they never enter the breaker's window.
 CIRCUMSTANTIAL = ("oom", "stale", "interrupted")
 
 
@@ -82,7 +96,7 @@ class StudyBudget:
 
 @dataclass
 class _Stopper:
-    """Stops optimize() at the target count, on a deferred signal, and after repeated failures."""
+    """Stops optimize() at the target count, on a deferred signal, and when trials keep failing."""
 
     target: int
     reporter: Reporter
@@ -90,14 +104,15 @@ class _Stopper:
     graceful: GracefulStop
     heartbeat: recovery.Heartbeat
     front_store: FileSystemArtifactStore | None = None  # drop weights of trials off the front
-    streak: list[tuple[str, str]] = field(default_factory=list)
+    max_failures: int | None = None  # the study's failure budget; None: none
+    window: deque[TrialRecord] = field(default_factory=lambda: deque(maxlen=FAILURE_WINDOW))
     infeasible: int = 0
     skipped: int = 0
     tripped: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.reporter.trial_finished(trial, study)
-        self._track_failures(study, trial)
+        self._track_failures(TrialRecord.of(trial))
         if self.graceful.pending is not None or self.tripped is not None:
             study.stop()
             return
@@ -108,36 +123,93 @@ class _Stopper:
             trials = study.get_trials(deepcopy=False)
         if self.front_store is not None and trial.state == TrialState.COMPLETE:
             artifacts.drop_off_front(trials, self.front_store, {t.number for t in front(study, trials)})
-        self._track_infeasible(study, trial)
-        if count_done(study, trials) >= self.target or not self.budget.more(study, trial):
-            study.stop()
-
-    def _track_infeasible(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.skipped = self.skipped + 1 if record.is_skipped(trial) else 0
+        self._track_infeasible(trial)
+        if self.tripped is None and self.max_failures is not None:
+            self.tripped = failure_budget_spent(trials, self.max_failures)
         if self.skipped >= SKIP_LIMIT:  # the time left fits no candidate the sampler proposes
             log.info("%d candidates in a row would not finish before the deadline: stopping", self.skipped)
+        ended = self.tripped is not None or self.skipped >= SKIP_LIMIT
+        if ended or count_done(study, trials) >= self.target or not self.budget.more(study, trial):
             study.stop()
-        self.infeasible = self.infeasible + 1 if record.is_infeasible(trial) else 0
+
+    def _track_infeasible(self, trial: FrozenTrial) -> None:
+        self.skipped = self.skipped + 1 if record.is_skipped(trial) else 0
+        if record.is_infeasible(trial) and not record.is_skipped(trial):
+            self.infeasible += 1
+        elif record.counts_toward_budget(trial):
+            self.infeasible = 0  # failed trials pass over: they neither count nor break the run
         if self.infeasible >= INFEASIBLE_LIMIT:
             self.tripped = (f"the last {INFEASIBLE_LIMIT} candidates were all over the constraints "
                             f"({TrialRecord.of(trial).infeasible}). Loosen --max-params / "
                             "--max-flops / --max-memory or shrink the space (width, depth)")
-            study.stop()
 
-    def _track_failures(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        rec = TrialRecord.of(trial)
-        reason = rec.fail_reason or ""
-        if trial.state != TrialState.FAIL or not reason or reason in CIRCUMSTANTIAL:
-            self.streak.clear()
+    def _track_failures(self, rec: TrialRecord) -> None:
+        kind = rec.failure
+        if rec.is_infeasible or kind in CIRCUMSTANTIAL or (rec.is_failed and not rec.fail_reason):
+            return  # no training to judge, or nothing said about the candidate
+        self.window.append(rec)
+        if kind is None:
             return
-        key = (reason, (rec.fail_message.splitlines() or [""])[0][:200])
-        if self.streak and self.streak[-1] != key:
-            self.streak.clear()
-        self.streak.append(key)
-        if len(self.streak) >= SAME_FAILURE_LIMIT:
-            self.tripped = (f"the search stopped after {SAME_FAILURE_LIMIT} trials in a row failed "
-                            f"the same way ({key[0]}: {key[1]}). Fix the space or data")
-            study.stop()
+        same = [r for r in self.window if r.failure == kind]
+        if len(same) >= SAME_FAILURE_LIMIT:
+            self.tripped = (f"the search stopped: {len(same)} of the last {len(self.window)} trials "
+                            f"failed the same way ({kind}: {_first_line(rec.fail_message)}); "
+                            f"{failure_pattern(same)}. {advice(kind, same)}")
+
+
+def failure_pattern(failed: Sequence[TrialRecord]) -> str:
+    """What failed trials share: the most common optimizer, activation and family among them (with
+    how many had it), and the range of learning rates they span."""
+    sampled = [_sampled(r) for r in failed]
+    parts = []
+    for name in ("optimizer", "activation", "family"):
+        counts = Counter(str(values[name]) for values in sampled if name in values)
+        if counts:
+            value, n = counts.most_common(1)[0]
+            parts.append(f"{name} {value} in {n} of {len(failed)}")
+    lrs = [float(values["lr"]) for values in sampled if "lr" in values]
+    if lrs:
+        parts.append(f"lr {min(lrs):.3g} to {max(lrs):.3g}")
+    return "they share " + ", ".join(parts) if parts else "they share no sampled parameters"
+
+
+def advice(kind: str, failed: Sequence[TrialRecord]) -> str:
+    """What to change, for failures of one kind."""
+    new_study = ("The space is part of the study's identity: search the changed space under "
+                 "another --study-name")
+    if kind == record.NONFINITE:
+        lrs = [float(v["lr"]) for r in failed if "lr" in (v := _sampled(r))]
+        below = f" (below {min(lrs):.3g}, the lowest lr that diverged)" if lrs else ""
+        return (f"Training diverges there: lower the top of the lr range{below}, or leave that "
+                f"optimizer or activation out of the space. {new_study}")
+    if kind == "config":
+        return ("The space draws candidates this data cannot take: fix the space or the data. "
+                f"{new_study}")
+    return f"Fix the space or the data; each failed trial keeps its traceback. {new_study}"
+
+
+def _sampled(rec: TrialRecord) -> dict[str, Any]:
+    """A trial's parameters: its candidate where it got that far, else what was sampled."""
+    return {**rec.params, **rec.arch, **rec.train}
+
+
+def failure_budget_spent(trials: Sequence[FrozenTrial], max_failures: int) -> str | None:
+    """The stop message once the study holds `max_failures` failed trials, else None."""
+    failed = [TrialRecord.of(t) for t in trials if record.counts_as_failure(t)]
+    if len(failed) < max_failures:
+        return None
+    kinds = Counter(str(r.failure) for r in failed)
+    common = kinds.most_common(1)[0][0]
+    by_kind = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
+    same = [r for r in failed if r.failure == common]
+    return (f"the study holds {len(failed)} failed trials ({by_kind}), its failure budget "
+            f"(max_failures {max_failures}); of the {common} ones {failure_pattern(same)}. Raise "
+            f"--max-failures to go on with this study. {advice(common, same)}")
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:200] if lines else "no message"
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -247,13 +319,17 @@ def run_search(
         if count_done(study) >= config.trials or not budget.more(study, None):
             graceful.raise_if_pending()
             return study
+        spent = failure_budget_spent(study.get_trials(deepcopy=False), config.failure_budget())
+        if spent is not None:
+            raise ConfigError(f"{spent}; the study keeps its finished trials.")
         accel.setup(torch_device)
         store = None if config.keep_weights == "none" else artifacts.open_store(storage_url(config.storage))
         runner = TrialRunner(config, on_device(bundle, torch_device), torch_device, reporter, store,
                              predictions_store=prediction_store(study, config, bundle))
         beat = recovery.heartbeat_settings()
         stopper = _Stopper(config.trials, reporter, budget, graceful, beat,
-                           front_store=store if config.keep_weights == "pareto" else None)
+                           front_store=store if config.keep_weights == "pareto" else None,
+                           max_failures=config.failure_budget())
         reporter.start(config.study_name, count_done(study), config.trials)
         try:
             graceful.raise_if_pending()

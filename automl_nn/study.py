@@ -45,7 +45,7 @@ def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.
 def open_study(config: StudyConfig, storage: BaseStorage, worker_index: int = 0) -> optuna.Study:
     """Create the study, or resume it after checking it asks the same question.
 
-    On resume the stored config takes the new trial budget and acceleration options, so
+    On resume the stored config takes the new trial and failure budgets and acceleration options, so
     `automl-nn worker`, which reads its config from storage, works toward the target of the latest
     search and trains as it does.
     """
@@ -60,7 +60,7 @@ def open_study(config: StudyConfig, storage: BaseStorage, worker_index: int = 0)
             return study
         stored = study.user_attrs["config"]
         latest = config.to_raw()
-        updated = {key: latest[key] for key in ("trials", "timeout", *ACCEL_KEYS)}
+        updated = {key: latest[key] for key in ("trials", "max_failures", "timeout", *ACCEL_KEYS)}
         if any(stored.get(key) != value for key, value in updated.items()):
             study.set_user_attr("config", {**stored, **updated})
         return study

@@ -3,7 +3,9 @@
 What a trial stores (every metric, its candidate and seed, each epoch, why it stopped) is written
 through `storage.record`, which names every key. A candidate over a hard constraint is never
 trained: it is recorded COMPLETE as infeasible, with its real static costs and placeholder trained
-values, and Optuna's constraint keeps it off the front.
+values, and Optuna's constraint keeps it off the front. A trial whose loss or objective becomes
+NaN or infinite is closed the same way, as diverged, with the `diverged` constraint violated, so
+that samplers learn to avoid where training blows up.
 
 `measure` and `train_measured` are the one way to train a candidate as a trial does; the runner
 calls them between its storage writes, and `train_candidate` (`export --retrain`, `train`,
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
 from torch import nn
 
 from automl_nn import accel, metrics, pruning, space
@@ -107,6 +110,8 @@ class TrialRunner:
     store: FileSystemArtifactStore | None = None  # where trained weights go; None keeps none
     # where per-sample predictions go (`automl-nn analyze`); None keeps none
     predictions_store: FileSystemArtifactStore | None = None
+    # whether diverged trials close COMPLETE under the `diverged` constraint (read once per study)
+    _divergence: bool | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.pace = Pace()
@@ -129,6 +134,11 @@ class TrialRunner:
             raise
         except UsageError as exc:
             mark_failed(trial, "config", str(exc))
+            raise
+        except NonFiniteError as exc:
+            if self._constrains_divergence(trial):
+                return self._diverged(trial, str(exc))
+            mark_failed(trial, exc.reason, str(exc))
             raise
         except TrialFailure as exc:
             mark_failed(trial, exc.reason, str(exc))
@@ -185,6 +195,9 @@ class TrialRunner:
             record.write_metrics(trial, results)
         objective = objective_values(self.config.objectives, done.values)
         self._keep(trial, done, recorder, clock)
+        with clock.timing("storage"):
+            if self._constrains_divergence(trial):
+                pruning.set_divergence(trial, False)
         record.write_time(trial, clock.total())
         return objective
 
@@ -226,14 +239,38 @@ class TrialRunner:
                     violations: list[str]) -> list[float]:
         """Close a candidate over a constraint without training it (it costs no epoch)."""
         record.write_infeasible(trial, violations)
+        if self._constrains_divergence(trial):
+            pruning.set_divergence(trial, False)
         log.info("trial %d infeasible, not trained: %s", trial.number, "; ".join(violations))
         return self._placeholders(static)
 
-    def _placeholders(self, static: dict[str, float]) -> list[float]:
-        """Objective values of a candidate that was never trained (real static costs)."""
+    def _diverged(self, trial: optuna.Trial, message: str) -> list[float]:
+        """Close a trial whose training diverged as COMPLETE, under a violated constraint.
+
+        Failed trials teach samplers nothing, so a region where training blows up would be
+        proposed again and again; a violated constraint on a complete trial is what TPE, NSGA-II
+        and the GP sampler learn from. Its values are placeholders, as an infeasible trial's.
+        """
+        record.write_diverged(trial, message)
+        pruning.set_divergence(trial, True)
+        log.warning("trial %d diverged: %s", trial.number, message.splitlines()[0] if message else "")
+        return self._placeholders(record.TrialRecord.running(trial).metrics)
+
+    def _placeholders(self, measured: dict[str, float]) -> list[float]:
+        """Objective values of a trial that trained nothing usable: its static costs, and what a
+        network that learned nothing scores."""
         bundle = self.bundle
         untrained = pruning.untrained_scores(bundle.task, bundle.n_outputs, target_spread(bundle))
-        return pruning.infeasible_values(self.config.objectives, static, untrained)
+        return pruning.infeasible_values(self.config.objectives, measured, untrained)
+
+    def _constrains_divergence(self, trial: optuna.Trial) -> bool:
+        if self._divergence is None:
+            complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._divergence = record.constrains_divergence(complete)
+            if not self._divergence:
+                log.info("study %s has complete trials without the diverged constraint (made by an "
+                         "older version): diverged trials stay failed", trial.study.study_name)
+        return self._divergence
 
     def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int,
                   recorder: predictions.Recorder | None, clock: Clock) -> None:

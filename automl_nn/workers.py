@@ -6,8 +6,9 @@ is one slot: CPU workers split the cores between them (workers x threads <= core
 sees only its GPU through CUDA_VISIBLE_DEVICES, and several slots may share one GPU.
 
 The trial budget of one `search` is shared exactly: a process takes a ticket before each trial and
-gives it up when the trial finishes (COMPLETE or PRUNED); a failed trial keeps its ticket, so it is
-made up for. The parent returns the ticket of a worker that died, so the others finish the target.
+gives it up when a trained trial finishes (COMPLETE or PRUNED); a failed trial keeps its ticket, so
+it is made up for (so is a diverged or infeasible one). The parent returns the ticket of a worker that
+died, so the others finish the target.
 `automl-nn worker` processes, which may run on other machines, share nothing but the storage and
 stop when the study's finished plus running trials reach the target.
 
@@ -154,8 +155,10 @@ class SharedBudget:
 
     def more(self, _study: optuna.Study, trial: FrozenTrial | None) -> bool:
         with self.tickets.get_lock():
-            if trial is not None and trial.state in record.FINISHED:
-                self.holding[self.index] = 0  # spent; a failed trial keeps it and is made up for
+            if trial is not None and record.counts_toward_budget(trial):
+                # spent; a failed (or diverged) trial keeps it and is made up for, and so does an
+                # infeasible one, which costs no training
+                self.holding[self.index] = 0
             if self.holding[self.index]:
                 return True
             if self.tickets.value <= 0:

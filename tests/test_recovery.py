@@ -234,6 +234,31 @@ def test_transient_failures_are_retried_with_jittered_backoff() -> None:
     assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
 
 
+def _pending_rollback(handling: BaseException) -> StorageInternalError:
+    """What Optuna raises when a connection drops during a query's follow-up loads: SQLAlchemy
+    raises PendingRollbackError while handling the error that killed the transaction."""
+    try:
+        try:
+            raise handling
+        except type(handling):
+            try:
+                raise sqlalchemy.exc.PendingRollbackError("Can't reconnect until invalid transaction "
+                                                          "is rolled back.", None, None)
+            except sqlalchemy.exc.PendingRollbackError as pending:
+                raise StorageInternalError("An exception is raised during the commit.") from pending
+    except StorageInternalError as error:
+        return error
+
+
+def test_a_connection_lost_under_a_pending_rollback_is_transient() -> None:
+    lost = sqlalchemy.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+    write, sleeps = _Flaky(_pending_rollback(lost)), []
+    assert recovery.retrying("w", write, sleep=sleeps.append) == "written" and write.calls == 2
+    # what decides is the error being handled: a constraint is still raised at once
+    assert not recovery.is_transient(
+        _pending_rollback(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE"))))
+
+
 @pytest.mark.parametrize("error", [
     StorageInternalError("constraint"),                          # no transient cause
     ValueError("bad value"),
@@ -321,3 +346,45 @@ def test_attributes_of_a_finished_trial_are_refused_whole(tmp_path: Path) -> Non
     with pytest.raises(UpdateFinishedTrialError):
         study._storage._backend.set_trial_user_attrs(trial._trial_id, {"a": 1, "b": 2})
     assert study.trials[0].user_attrs == {}
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_retried_trial_creation_never_leaves_a_second_trial(
+    committed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    original = recovery.TaggingRDBStorage._insert_trial
+    failures: list[int] = []
+
+    def fail_once(self: recovery.TaggingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        if failures:
+            return original(self, *args, **kwargs)
+        failures.append(1)
+        if committed:  # the COMMIT went through, then the connection dropped
+            original(self, *args, **kwargs)
+        raise _locked()
+
+    monkeypatch.setattr(recovery.TaggingRDBStorage, "_insert_trial", fail_once)
+    monkeypatch.setattr(recovery, "WRITE_RETRY", recovery.RetryPolicy(base=0.01))
+    study = open_study(CONFIG, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    first, second = study.ask(), study.ask()
+    assert failures == [1]
+    assert (first.number, second.number) == (0, 1)
+    trials = study.trials
+    assert [t.number for t in trials] == [0, 1] and trials[0]._trial_id == first._trial_id
+    assert len({t.system_attrs[recovery.CREATION_KEY] for t in trials}) == 2
+    found = any("not creating it twice" in r.getMessage() for r in caplog.records)
+    assert found is committed
+
+
+def test_an_enqueued_trial_is_created_once_with_its_own_token(tmp_path: Path) -> None:
+    study = open_study(CONFIG, open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    study.enqueue_trial({"lr": 0.01})
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    study.tell(trial, 0.5)
+    # a finished trial copied as a template gets a token of its own, not the original's
+    study.add_trial(study.trials[0])
+    first, copied = study.trials
+    assert first.params == {"lr": 0.01} and copied.params == first.params
+    assert first.system_attrs[recovery.CREATION_KEY] != copied.system_attrs[recovery.CREATION_KEY]

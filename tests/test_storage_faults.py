@@ -11,24 +11,29 @@ plan's invariants are checked: finished trials are never changed (I1), nothing i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy.engine
+import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
-from automl_nn.storage import recovery
+from automl_nn.storage import record, recovery
 from automl_nn.storage.backends import open_storage
 from tests.conftest import run
 
@@ -226,19 +231,28 @@ def _fail_once(monkeypatch: pytest.MonkeyPatch, name: str, injected: list[str]) 
     monkeypatch.setattr(RDBStorage, name, flaky)
 
 
+# Each RDBStorage method fails once; the name the retry log gives it.
+FLAKY = {"set_trial_state_values": "set_trial_state_values", "record_heartbeat": "record_heartbeat",
+         "create_new_study": "create_new_study", "set_study_system_attr": "set_study_system_attr",
+         "_get_prepared_new_trial": "create_new_trial", "_get_trials": "get_all_trials",
+         "_set_trial_param": "set_trial_param", "get_study_user_attrs": "get_study_user_attrs"}
+
+
 def test_worker_survives_storage_error(tmp_path: Path, cli: CliRunner,
                                        monkeypatch: pytest.MonkeyPatch,
                                        caplog: pytest.LogCaptureFixture) -> None:
     injected: list[str] = []
-    for name in ("set_trial_state_values", "record_heartbeat"):
+    for name in FLAKY:
         _fail_once(monkeypatch, name, injected)
+    monkeypatch.setattr(recovery, "WRITE_RETRY", recovery.RetryPolicy(base=0.05))
     url = f"sqlite:///{tmp_path / 's.db'}"
     code, output = run(cli, *SEARCH, "--storage", url)
     assert code == 0, output
-    assert sorted(injected) == ["record_heartbeat", "set_trial_state_values"]
+    assert sorted(injected) == sorted(FLAKY)
     retried = [r.getMessage() for r in caplog.records if "retry 1 of" in r.getMessage()]
     assert any("set_trial_state_values" in m and "database is locked" in m for m in retried)
-    assert any("record_heartbeat" in m for m in retried)
+    for logged in FLAKY.values():
+        assert any(logged in m for m in retried), logged
     trials = _trials(url)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * TRIALS  # final, none RUNNING (I2)
 
@@ -255,3 +269,93 @@ def test_storage_that_stays_down_fails_clearly(tmp_path: Path, cli: CliRunner,
     assert "set_trial_state_values" in output and "failed 3 times" in output
     assert "database is locked" in output and "run the same command again" in output
     assert "Traceback" not in output and "Should not reach" not in output
+
+
+# ---- a PostgreSQL server that drops connections -----------------------------------------------
+
+# Write statements after which the search's own connection is terminated, inside its transaction;
+# irregular gaps, so that no retried batch of attributes is hit at the same place every try.
+INSIDE_AT = frozenset({4, 11, 19, 30, 43, 58, 75, 94})
+KILL_ALL = ("SELECT pg_terminate_backend(pid, 2000) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()")
+
+
+class _Killer:
+    """Terminates the search's PostgreSQL backends: inside open transactions (after the write
+    statements INSIDE_AT counts, from the search's own thread) and, once trials are being created,
+    every 0.3 s from a thread of its own, whatever they are doing."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg2
+
+        parsed = sqlalchemy.engine.make_url(url)
+        self.database = parsed.database
+        self.admin = psycopg2.connect(host=parsed.host, port=parsed.port, user=parsed.username,
+                                      dbname="postgres")
+        self.admin.autocommit = True
+        self.lock = threading.Lock()
+        self.trials_started, self.done = threading.Event(), threading.Event()
+        self.writes = 0
+        self.killed = {"inside": 0, "outside": 0}
+
+    def _terminate(self, query: str, args: tuple[Any, ...]) -> int:
+        with self.lock, self.admin.cursor() as cursor:
+            cursor.execute(query, args)
+            return sum(1 for (ok,) in cursor.fetchall() if ok)
+
+    def after_statement(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        """SQLAlchemy's after_cursor_execute: the statement ran, its transaction is still open."""
+        if conn.engine.url.database != self.database:
+            return
+        if statement.lstrip().upper().startswith("INSERT INTO TRIALS"):
+            self.trials_started.set()
+        if not statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            return
+        self.writes += 1
+        if self.writes in INSIDE_AT:
+            pid = cursor.connection.get_backend_pid()
+            self.killed["inside"] += self._terminate("SELECT pg_terminate_backend(%s, 2000)", (pid,))
+
+    def run(self) -> None:
+        self.trials_started.wait(120)
+        while not self.done.wait(0.3):
+            self.killed["outside"] += self._terminate(KILL_ALL, (self.database,))
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "after_cursor_execute", self.after_statement)
+        thread = threading.Thread(target=self.run, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self.done.set()
+            self.trials_started.set()
+            thread.join()
+            sqlalchemy.event.remove(sqlalchemy.engine.Engine, "after_cursor_execute",
+                                    self.after_statement)
+            self.admin.close()
+
+
+def test_search_goes_on_when_postgresql_drops_its_connections(
+    postgres_url: str, cli: CliRunner, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = 4
+    monkeypatch.setattr(recovery, "WRITE_RETRY", recovery.RetryPolicy(base=0.1))
+    killer = _Killer(postgres_url)
+    with killer.active():
+        code, output = run(cli, *SEARCH, "--trials", str(target), "--storage", postgres_url)
+    assert code == 0, output
+    assert killer.killed["inside"] >= 3 and killer.killed["outside"] >= 1, killer.killed
+    retried = [r.getMessage() for r in caplog.records if "retry 1 of" in r.getMessage()]
+    assert retried, "no storage call was retried: the kills missed every transaction"
+    trials = _trials(postgres_url)
+    # nothing lost: the target reached, every trial complete with its record
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * target, [
+        t.user_attrs.get(record.FAIL_MESSAGE) for t in trials if t.state == TrialState.FAIL]
+    kept = {record.CANDIDATE, record.epoch_key(1), "accuracy"}
+    assert all(kept <= set(t.user_attrs) for t in trials)
+    # nothing duplicated: one trial per number, one per creation
+    assert [t.number for t in trials] == list(range(target))
+    assert len({t.system_attrs[recovery.CREATION_KEY] for t in trials}) == target

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from automl_nn import workers
 from automl_nn.config import resolve
 from automl_nn.errors import ConfigError, StorageError
-from automl_nn.storage import backends
+from automl_nn.storage import backends, record
 from automl_nn.storage.backends import open_storage
 from automl_nn.study import open_study
 from automl_nn.trial import is_out_of_memory
@@ -61,6 +61,9 @@ def test_shared_budget_runs_exactly_the_remaining_trials() -> None:
                     ((TrialState.COMPLETE, 1.0), (TrialState.FAIL, None)))
     assert a.more(study, None) and b.more(study, None)
     assert a.more(study, failed) and tickets.value == 1  # a failed trial keeps its ticket
+    for attrs in ({record.DIVERGED: "loss nan"}, {record.INFEASIBLE: "params 9e+09 > max_params 1"}):
+        placeholder = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0, user_attrs=attrs)
+        assert a.more(study, placeholder) and tickets.value == 1  # so do diverged and infeasible ones
     assert a.more(study, done) and tickets.value == 0
     assert not b.more(study, done)
     assert b.give_back() is False and a.give_back() is True and tickets.value == 1

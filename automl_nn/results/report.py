@@ -85,6 +85,7 @@ class ReportData:
     knee: int | None
     states: dict[str, int]
     warnings: list[str]
+    counts: dict[str, int] = field(default_factory=dict)  # summary.trial_counts
     hypervolume: tuple[list[int], list[float]] | None = None
     reference_point: list[float] | None = None
     importances: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -104,8 +105,8 @@ def point_of(trial: FrozenTrial) -> Point:
 
 
 def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The completed trials that were trained: infeasible ones (over a hard constraint) carry
-    placeholder values (accuracy 0) and would read as real, terrible networks."""
+    """The completed trials that were trained: infeasible ones (over a hard constraint) and
+    diverged ones carry placeholder values (accuracy 0) and would read as real, terrible networks."""
     return record.trained(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
@@ -129,6 +130,7 @@ def read_report(study: optuna.Study) -> ReportData:
         points=[point_of(t) for t in done], front=[t.number for t in best],
         knee=knee.number if knee else None, states=summary.state_counts(study),
         warnings=summary.edge_warnings(config.get("space", {}), best),
+        counts=summary.trial_counts(study),
     )
     _add_hypervolume(study, data)
     _add_importances(study, data)
@@ -183,8 +185,8 @@ def _add_importances(study: optuna.Study, data: ReportData) -> None:
 
 
 def _trained_only(study: optuna.Study, n_trained: int) -> optuna.Study:
-    """`study` itself, or an in-memory copy without its infeasible trials (fANOVA reads every
-    completed trial and knows nothing of constraints)."""
+    """`study` itself, or an in-memory copy without its infeasible and diverged trials (fANOVA
+    reads every completed trial and knows nothing of constraints)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) == n_trained:
         return study
@@ -408,9 +410,10 @@ def render_html(data: ReportData, figs: dict[str, go.Figure]) -> str:
     """One self-contained HTML page: plotly.js inline, every figure, the front table, warnings."""
     objectives = ", ".join(f"{o.label}, {'max' if o.maximize else 'min'}imized" for o in data.objectives)
     states = ", ".join(f"{k} {v}" for k, v in data.states.items() if v)
+    counted = f"<br>{html.escape(summary.counts_line(data.counts))}" if data.counts else ""
     parts = [f"<h1>automl-nn report: {html.escape(data.study)}</h1>",
              f"<p>dataset {html.escape(str(data.dataset))}; objectives: {html.escape(objectives)}; "
-             f"trials: {html.escape(states)}</p>"]
+             f"trials: {html.escape(states)}{counted}</p>"]
     if data.warnings:
         parts.append('<section id="warnings"><h2>Warnings</h2><ul>' + "".join(
             f'<li class="warn">{html.escape(w)}</li>' for w in data.warnings) + "</ul></section>")

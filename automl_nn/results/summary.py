@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import vocab
-from automl_nn.config import RULES, ByOption, Range, parse_param
+from automl_nn.config import RULES, ByOption, Range, failure_budget, parse_param
 from automl_nn.storage import record
 from automl_nn.storage.record import TrialRecord
 from automl_nn.study import front, objective_names
@@ -47,12 +47,38 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
     return {state.name.lower(): counts.get(state.name.lower(), 0) for state in TrialState}
 
 
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    """What the trials count as: `trained` ones toward --trials; `failed` ones (FAIL, and diverged:
+    COMPLETE with placeholder values) and `infeasible` ones not; `budget_used` of `failure_budget`
+    failed trials (stale and interrupted ones are run again and do not count)."""
+    trials = study.get_trials(deepcopy=False)
+    config = study.user_attrs.get("config", {})
+    stored = config.get("max_failures")
+    return {
+        "trained": sum(1 for t in trials if record.counts_toward_budget(t)),
+        "failed": sum(1 for t in trials if record.is_failed(t)),
+        "diverged": sum(1 for t in trials if record.is_diverged(t)),
+        "infeasible": sum(1 for t in trials if record.is_infeasible(t)),
+        "budget_used": sum(1 for t in trials if record.counts_as_failure(t)),
+        "failure_budget": failure_budget(int(config.get("trials", 0)),
+                                         None if stored is None else int(stored)),
+    }
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    """One line for `show` and `report`: which trials count toward --trials and which do not."""
+    return (f"trained {counts['trained']} (these count toward --trials); not counted: failed "
+            f"{counts['failed']} ({counts['diverged']} of them diverged), infeasible "
+            f"{counts['infeasible']}; failure budget {counts['budget_used']} of "
+            f"{counts['failure_budget']} used")
+
+
 def study_summary(study: optuna.Study) -> dict[str, Any]:
     """Everything `show` prints: identity, objectives with units, trial states, front, warnings."""
     config = study.user_attrs.get("config", {})
     names = objective_names(study)
-    failures = Counter(TrialRecord.of(t).fail_reason or "unknown"
-                       for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    failures = Counter(rec.failure for rec in map(TrialRecord.of, study.get_trials(deepcopy=False))
+                       if rec.failure is not None)
     best = front(study)
     warm = portfolio_trials(study)
     rows = [trial_row(t, names) for t in best]
@@ -65,6 +91,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "objectives": [_objective_info(name, d) for name, d in zip(names, study.directions,
                                                                    strict=True)],
         "states": state_counts(study),
+        "counts": trial_counts(study),
         "fail_reasons": dict(failures),
         "front": rows,
         "portfolio": list(warm.values()),
@@ -112,9 +139,11 @@ def pruning_summary(study: optuna.Study) -> dict[str, int]:
 
     `epochs_planned` is what the finished trials' candidates asked for; `epochs_trained` what they
     ran; the difference is what pruning and constraints saved, split into the epochs pruned trials
-    did not finish and those of infeasible candidates, which never trained.
+    did not finish and those of infeasible candidates, which never trained. Diverged trials are
+    failures, left out as failed ones are.
     """
-    finished = [TrialRecord.of(t) for t in study.get_trials(deepcopy=False, states=record.FINISHED)]
+    finished = [rec for t in study.get_trials(deepcopy=False, states=record.FINISHED)
+                if not (rec := TrialRecord.of(t)).is_diverged]
     planned = sum(t.planned_epochs for t in finished)
     trained = sum(t.trained_epochs for t in finished)
     by_constraints = sum(t.planned_epochs - t.trained_epochs for t in finished if t.is_infeasible)

@@ -8,12 +8,19 @@ A trial stores, as Optuna user attributes, in one commit per step:
   a gated network adds `start_params` and `effective_widths` (the widths it was cut to);
 - `infeasible` (the violated constraints) instead of training, for a candidate over a hard limit;
 - `pruned_by` (the pruner's reason) or `fail_reason` / `fail_message` when it ends early;
+- `diverged` (why), with `fail_reason` `nonfinite`, for a trial whose loss or objective became NaN
+  or infinite: it is closed COMPLETE with the `diverged` constraint violated (see `write_diverged`);
 - `time`: where the trial's seconds went (TIME_PARTS), last, for trials that trained (complete or pruned).
 - `portfolio` (the name of the known-good point it trains), set when it was enqueued as one of a
   new study's first trials (`enqueue_portfolio`).
 
-Everything that reads trials goes through `TrialRecord.of`, `is_infeasible`, `counts_toward_budget`
-and `front`, so the keys are written and parsed here only.
+Infeasible and diverged trials are COMPLETE only so that samplers learn from them (Optuna's samplers
+learn constraints from complete trials alone); their trained values are placeholders, so they are no
+networks: never on the front, never counted toward `--trials`, never exported.
+
+Everything that reads trials goes through `TrialRecord.of`, `is_infeasible`, `is_diverged`,
+`is_failed`, `counts_toward_budget`, `counts_as_failure` and `front`, so the keys are written and
+parsed here only.
 """
 
 from __future__ import annotations
@@ -32,13 +39,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import vocab
 from automl_nn.errors import StorageError
-from automl_nn.storage.recovery import set_user_attrs
+from automl_nn.storage.recovery import STALE, set_user_attrs
 
 CANDIDATE = "candidate"
 SEED = "seed"
 EPOCHS_TRAINED = "epochs_trained"
 INFEASIBLE = "infeasible"
 SKIPPED = "skipped"  # infeasible because of the time left, not a limit on the network
+DIVERGED = "diverged"  # the user attribute and the name of its constraint (`constraints:diverged`)
+NONFINITE = "nonfinite"  # the fail_reason of a NaN or infinite loss or objective value
 PRUNED_BY = "pruned_by"
 FAIL_REASON = "fail_reason"
 FAIL_MESSAGE = "fail_message"
@@ -68,6 +77,9 @@ PREDICTIONS = ArtifactKeys("predictions_artifact", "predictions_sha256")
 LABELS = ArtifactKeys("labels_artifact", "labels_sha256")  # a study attribute: the split labels
 FAIL_MESSAGE_CHARS = 2000
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Failures of the run, not of the candidate: the trial is run again (a resumed search, the stale
+# trial's retry), so they do not use up the failure budget.
+RUN_FAILURES = (STALE, "interrupted")
 
 
 def epoch_key(epoch: int) -> str:
@@ -133,6 +145,17 @@ def write_failure(trial: optuna.Trial, reason: str, message: str) -> None:
     set_user_attrs(trial, {FAIL_REASON: reason, FAIL_MESSAGE: message[:FAIL_MESSAGE_CHARS]})
 
 
+def write_diverged(trial: optuna.Trial, message: str) -> None:
+    """A trial whose training diverged, about to close COMPLETE with placeholder values.
+
+    It keeps the epochs it trained and gets the failure's reason and message, as a failed trial
+    does; `diverged` is what tells it from a trained one.
+    """
+    text = message[:FAIL_MESSAGE_CHARS]
+    set_user_attrs(trial, {DIVERGED: text.splitlines()[0] if text else NONFINITE,
+                           FAIL_REASON: NONFINITE, FAIL_MESSAGE: text})
+
+
 def write_artifact(trial: optuna.Trial, keys: ArtifactKeys, artifact_id: str, sha256: str) -> None:
     set_user_attrs(trial, {keys.id_key: artifact_id, keys.hash_key: sha256})
 
@@ -164,6 +187,7 @@ class TrialRecord:
     metrics: dict[str, float]  # metric name -> value (vocab.METRICS names only)
     test: dict[str, float]  # metric name -> value on the test split
     infeasible: str | None
+    diverged: str | None
     pruned_by: dict[str, Any] | None
     fail_reason: str | None
     fail_message: str
@@ -191,7 +215,8 @@ class TrialRecord:
             params=dict(params), candidate=dict(attrs.get(CANDIDATE) or {}),
             seed=int(seed) if seed is not None else None, epochs=_epochs(attrs),
             metrics=_numbers(attrs, ""), test=_numbers(attrs, TEST_PREFIX),
-            infeasible=_text(attrs.get(INFEASIBLE)), pruned_by=attrs.get(PRUNED_BY),
+            infeasible=_text(attrs.get(INFEASIBLE)), diverged=_text(attrs.get(DIVERGED)),
+            pruned_by=attrs.get(PRUNED_BY),
             fail_reason=_text(attrs.get(FAIL_REASON)), fail_message=str(attrs.get(FAIL_MESSAGE, "")),
             effective_widths=tuple(int(w) for w in widths) if widths is not None else None,
             time=_seconds(attrs.get(TIME)),
@@ -212,9 +237,24 @@ class TrialRecord:
         return self.infeasible is not None
 
     @property
+    def is_diverged(self) -> bool:
+        """Its loss or objective became NaN or infinite: closed COMPLETE with placeholder values."""
+        return self.diverged is not None
+
+    @property
     def is_trained(self) -> bool:
         """Finished (COMPLETE or PRUNED) after training: what `--trials` counts."""
-        return self.state in FINISHED and not self.is_infeasible
+        return self.state in FINISHED and not (self.is_infeasible or self.is_diverged)
+
+    @property
+    def is_failed(self) -> bool:
+        """FAIL, or diverged (COMPLETE with placeholder values)."""
+        return self.state == TrialState.FAIL or self.is_diverged
+
+    @property
+    def failure(self) -> str | None:
+        """Why a failed trial failed (its fail_reason, "unknown" without one); None otherwise."""
+        return (self.fail_reason or "unknown") if self.is_failed else None
 
     @property
     def planned_epochs(self) -> int:
@@ -306,9 +346,36 @@ def is_skipped(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(SKIPPED))
 
 
+def is_diverged(trial: FrozenTrial) -> bool:
+    """True for a trial whose training diverged (closed COMPLETE with placeholder values)."""
+    return DIVERGED in trial.user_attrs
+
+
+def is_failed(trial: FrozenTrial) -> bool:
+    """FAIL, or diverged: a trial that produced no network."""
+    return trial.state == TrialState.FAIL or is_diverged(trial)
+
+
 def counts_toward_budget(trial: FrozenTrial) -> bool:
-    """COMPLETE and PRUNED trials that trained; failed ones are re-run, infeasible ones cost nothing."""
-    return trial.state in FINISHED and not is_infeasible(trial)
+    """COMPLETE and PRUNED trials that trained; failed ones (diverged ones included) are made up
+    for, infeasible ones cost nothing."""
+    return trial.state in FINISHED and not is_infeasible(trial) and not is_diverged(trial)
+
+
+def counts_as_failure(trial: FrozenTrial) -> bool:
+    """A failed trial that uses up the failure budget: any but those the run itself lost (stale,
+    interrupted), which are run again."""
+    return is_failed(trial) and trial.user_attrs.get(FAIL_REASON) not in RUN_FAILURES
+
+
+def constrains_divergence(complete: Iterable[FrozenTrial]) -> bool:
+    """Whether a study closes diverged trials COMPLETE with the `diverged` constraint.
+
+    True unless some complete trial lacks the constraint: a study made before it existed keeps
+    failing such trials, since Optuna's GP sampler needs the same constraints on every complete
+    trial.
+    """
+    return all(DIVERGED in t.constraints for t in complete)
 
 
 def trained_trial(trials: Sequence[FrozenTrial], number: int, study_name: str) -> FrozenTrial:
@@ -320,6 +387,10 @@ def trained_trial(trials: Sequence[FrozenTrial], number: int, study_name: str) -
     if is_infeasible(trial):
         raise StorageError(f"trial {number} was over a constraint ({trial.user_attrs[INFEASIBLE]}) and "
                            "was never trained. Pick a complete, trained trial (see `automl-nn pareto`).")
+    if is_diverged(trial):
+        raise StorageError(f"trial {number} diverged ({trial.user_attrs[DIVERGED]}): its values are "
+                           "placeholders and it has no trained model. Pick a complete, trained trial "
+                           "(see `automl-nn pareto`).")
     if trial.state != TrialState.COMPLETE or CANDIDATE not in trial.user_attrs:
         raise StorageError(f"trial {number} is {trial.state.name.lower()}, not complete: it has no "
                            "trained model. Pick a complete trial (see `automl-nn pareto`).")
@@ -349,8 +420,8 @@ def count_done(trials: Iterable[FrozenTrial]) -> int:
 
 
 def trained(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
-    """The COMPLETE trials that trained (infeasible ones carry placeholder values)."""
-    return [t for t in trials if t.state == TrialState.COMPLETE and not is_infeasible(t)]
+    """The COMPLETE trials that trained (infeasible and diverged ones carry placeholder values)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and counts_toward_budget(t)]
 
 
 def front(trials: Sequence[FrozenTrial],

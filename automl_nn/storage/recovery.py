@@ -16,14 +16,19 @@ Either way a stale trial is marked FAIL with `fail_reason = "stale"` and re-enqu
 failure, with the same parameters, up to MAX_RETRY times; the retry records the original trial
 number in `system_attrs["failed_trial"]` exactly as Optuna's RetryHeartbeatStaleTrialCallback does.
 
-A live worker must not die of a passing storage error either: RDB writes that fail transiently (a
+A live worker must not die of a passing storage error either: RDB calls that fail transiently (a
 lock held past the busy timeout, a dropped connection) are retried with bounded exponential backoff
-(`RetryPolicy`); errors that would fail again the same way are raised at once.
+(`RetryPolicy`); errors that would fail again the same way are raised at once. That covers every
+write a search makes, trial and study creation included, and the reads between them. Creating a
+trial is the one write that is not idempotent, so each creation carries a token in the same
+transaction, and a retry first looks for a trial that an earlier try committed with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import logging
 import os
 import random
@@ -31,7 +36,8 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,6 +54,8 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalStorage
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn.errors import ConfigError, StorageUnavailable
@@ -59,6 +67,9 @@ BUSY_TIMEOUT_S = 60  # 16 SQLite writers with the 5 s default lost trials; 60 s 
 HEARTBEAT_INTERVAL_S = 30
 MAX_RETRY = 2
 LEASE_KEY = "automl_nn:lease"
+# A trial's creation token (system attribute): tells a retried creation whether an earlier try,
+# whose commit went through before its connection dropped, already made the trial.
+CREATION_KEY = "automl_nn:created"
 STALE = "stale"
 # Tests shorten these so a kill -9 test takes seconds; production keeps the safe defaults.
 INTERVAL_ENV = "AUTOMLNN_HEARTBEAT_INTERVAL"
@@ -143,10 +154,20 @@ class TaggingRDBStorage(RDBStorage):
     finished trial's attributes can no longer be written, so `fail_reason = "stale"` is set while
     it is still RUNNING. A trial that never recorded a heartbeat (its worker died between creating
     it and the first beat) is stale too once it is older than the grace period; Optuna skips those.
+
+    Every storage call a search makes goes through `retrying`: the writes below, trial and study
+    creation, and the reads. Optuna's `_CachedStorage` (the wrapper a study puts around RDB
+    storage) calls `_create_new_trial`, `_set_trial_param` and `_get_trials`, so those are the
+    methods overridden.
     """
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = [*super()._get_stale_trial_ids(study_id), *self._silent_trial_ids(study_id)]
+        found = retrying(f"_get_stale_trial_ids(study id {study_id})",
+                         lambda: super(TaggingRDBStorage, self)._get_stale_trial_ids(study_id),
+                         kind="read")
+        silent = retrying(f"_silent_trial_ids(study id {study_id})",
+                          lambda: self._silent_trial_ids(study_id), kind="read")
+        stale = [*found, *silent]
         for trial_id in stale:
             with contextlib.suppress(UpdateFinishedTrialError):  # another worker got there first
                 _tag_stale(self, trial_id, f"no heartbeat for {self.grace_period} s")
@@ -192,11 +213,13 @@ class TaggingRDBStorage(RDBStorage):
             log.error("%s The next heartbeat tries again; if none gets through for %s s the trial "
                       "is marked stale.", exc, self.grace_period)
 
-    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
-                        distribution: optuna.distributions.BaseDistribution) -> None:
+    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                         distribution: optuna.distributions.BaseDistribution,
+                         previous_distribution: optuna.distributions.BaseDistribution | None) -> None:
+        # set_trial_param and _CachedStorage.set_trial_param both come here
         retrying(f"set_trial_param(trial id {trial_id}, {param_name})",
-                 lambda: super(TaggingRDBStorage, self).set_trial_param(
-                     trial_id, param_name, param_value_internal, distribution))
+                 lambda: super(TaggingRDBStorage, self)._set_trial_param(
+                     trial_id, param_name, param_value_internal, distribution, previous_distribution))
 
     def set_trial_intermediate_value(self, trial_id: int, step: int,
                                      intermediate_value: float) -> None:
@@ -225,6 +248,169 @@ class TaggingRDBStorage(RDBStorage):
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
         retrying(f"set_study_user_attr({key})",
                  lambda: super(TaggingRDBStorage, self).set_study_user_attr(study_id, key, value))
+
+    def set_study_system_attr(self, study_id: int, key: str, value: JSONSerializable) -> None:
+        retrying(f"set_study_system_attr({key})",
+                 lambda: super(TaggingRDBStorage, self).set_study_system_attr(study_id, key, value))
+
+    def create_new_study(self, directions: Sequence[StudyDirection],
+                         study_name: str | None = None) -> int:
+        """Retried like any write. A try whose commit went through makes the next one find the name
+        taken (DuplicatedStudyError, not retried): `study.open_study` then loads that study."""
+        return retrying(f"create_new_study({study_name})",
+                        lambda: super(TaggingRDBStorage, self).create_new_study(directions, study_name))
+
+    def delete_study(self, study_id: int) -> None:
+        tried: list[BaseException] = []
+
+        def delete() -> None:
+            try:
+                super(TaggingRDBStorage, self).delete_study(study_id)
+            except KeyError:
+                if not tried:
+                    raise  # gone already, and not by an earlier try of ours
+            except Exception as exc:
+                tried.append(exc)
+                raise
+
+        retrying(f"delete_study(study id {study_id})", delete)
+
+    # ---- trial creation: retried, and never twice ----
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        """Create a trial (every ask(), every enqueued or retried trial), retried on transient errors.
+
+        Replaces Optuna's own loop (5 tries on any StorageInternalError, no check): a try whose
+        COMMIT went through but whose answer was lost would leave a second trial. Each creation
+        writes a fresh token (`CREATION_KEY`) in its own transaction, and a retry first looks for
+        a trial of the study holding that token.
+        """
+        token = uuid.uuid4().hex
+        tried: list[BaseException] = []
+
+        def create() -> FrozenTrial:
+            if tried:
+                found = self._trial_created_with(study_id, token)
+                if found is not None:
+                    log.warning("trial %d was created by a try that seemed to fail; not creating "
+                                "it twice", found.number)
+                    return found
+            try:
+                return self._insert_trial(study_id, template_trial, token)
+            except Exception as exc:
+                tried.append(exc)
+                raise
+
+        return retrying(f"create_new_trial(study id {study_id})", create)
+
+    def _insert_trial(self, study_id: int, template_trial: FrozenTrial | None,
+                      token: str) -> FrozenTrial:
+        """One try: what Optuna's `_create_new_trial` does in one transaction, plus the token."""
+        model: Any = models  # Optuna's ORM models are untyped here
+        if template_trial is not None and CREATION_KEY in template_trial.system_attrs:
+            template_trial = copy.copy(template_trial)  # a copied trial: its token is not ours
+            template_trial.system_attrs = {k: v for k, v in template_trial.system_attrs.items()
+                                           if k != CREATION_KEY}
+        with _create_scoped_session(self.scoped_session) as session:
+            # the row lock serialises trial numbers, as in Optuna
+            model.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            trial = self._get_prepared_new_trial(study_id, template_trial, session)
+            session.add(model.TrialSystemAttributeModel(trial_id=trial.trial_id, key=CREATION_KEY,
+                                                        value_json=json.dumps(token)))
+            frozen = _new_frozen_trial(trial, template_trial)  # before COMMIT expires the row
+        frozen.system_attrs = {**frozen.system_attrs, CREATION_KEY: token}
+        return frozen
+
+    def _trial_created_with(self, study_id: int, token: str) -> FrozenTrial | None:
+        model: Any = models
+        attr = model.TrialSystemAttributeModel
+        with _create_scoped_session(self.scoped_session) as session:
+            row = (session.query(attr.trial_id)
+                   .join(model.TrialModel, model.TrialModel.trial_id == attr.trial_id)
+                   .filter(model.TrialModel.study_id == study_id, attr.key == CREATION_KEY,
+                           attr.value_json == json.dumps(token))
+                   .one_or_none())
+        return None if row is None else self.get_trial(int(row[0]))
+
+    # ---- reads, retried on the same transient errors (a dropped connection) ----
+
+    def _get_trials(self, study_id: int, states: Container[TrialState] | None,
+                    included_trial_ids: set[int], trial_id_greater_than: int) -> list[FrozenTrial]:
+        return retrying(f"get_all_trials(study id {study_id})",
+                        lambda: super(TaggingRDBStorage, self)._get_trials(
+                            study_id, states, included_trial_ids, trial_id_greater_than), kind="read")
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return retrying(f"get_trial(trial id {trial_id})",
+                        lambda: super(TaggingRDBStorage, self).get_trial(trial_id), kind="read")
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return retrying(f"get_trial_id(trial {trial_number})",
+                        lambda: super(TaggingRDBStorage, self).get_trial_id_from_study_id_trial_number(
+                            study_id, trial_number), kind="read")
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        return retrying(f"get_trial_param(trial id {trial_id}, {param_name})",
+                        lambda: super(TaggingRDBStorage, self).get_trial_param(trial_id, param_name),
+                        kind="read")
+
+    def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
+        return retrying(f"get_trial_user_attrs(trial id {trial_id})",
+                        lambda: super(TaggingRDBStorage, self).get_trial_user_attrs(trial_id),
+                        kind="read")
+
+    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        return retrying(f"get_trial_system_attrs(trial id {trial_id})",
+                        lambda: super(TaggingRDBStorage, self).get_trial_system_attrs(trial_id),
+                        kind="read")
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return retrying(f"get_study_id_from_name({study_name})",
+                        lambda: super(TaggingRDBStorage, self).get_study_id_from_name(study_name),
+                        kind="read")
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return retrying(f"get_study_name_from_id({study_id})",
+                        lambda: super(TaggingRDBStorage, self).get_study_name_from_id(study_id),
+                        kind="read")
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return retrying(f"get_study_directions(study id {study_id})",
+                        lambda: super(TaggingRDBStorage, self).get_study_directions(study_id),
+                        kind="read")
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return retrying(f"get_study_user_attrs(study id {study_id})",
+                        lambda: super(TaggingRDBStorage, self).get_study_user_attrs(study_id),
+                        kind="read")
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return retrying(f"get_study_system_attrs(study id {study_id})",
+                        lambda: super(TaggingRDBStorage, self).get_study_system_attrs(study_id),
+                        kind="read")
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return retrying("get_all_studies()", lambda: super(TaggingRDBStorage, self).get_all_studies(),
+                        kind="read")
+
+    def _get_best_trial_id(self, study_id: int, direction: StudyDirection) -> int:
+        return retrying(f"get_best_trial(study id {study_id})",
+                        lambda: super(TaggingRDBStorage, self)._get_best_trial_id(study_id, direction),
+                        kind="read")
+
+
+def _new_frozen_trial(trial: Any, template_trial: FrozenTrial | None) -> FrozenTrial:
+    """The FrozenTrial of a trial row just created, as Optuna's `_create_new_trial` builds it."""
+    if template_trial is not None:
+        frozen = copy.deepcopy(template_trial)
+        frozen.number = trial.number
+        frozen.datetime_start = trial.datetime_start
+        frozen._trial_id = trial.trial_id
+        return frozen
+    return FrozenTrial(number=trial.number, state=trial.state, value=None, values=None,
+                       datetime_start=trial.datetime_start, datetime_complete=None, params={},
+                       distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
+                       trial_id=trial.trial_id)
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
@@ -322,7 +508,12 @@ WRITE_RETRY = RetryPolicy()
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether a storage error may succeed if tried again; follows the explicit `raise ... from`."""
+    """Whether a storage error may succeed if tried again; follows the explicit `raise ... from`.
+
+    SQLAlchemy reports a connection lost in the middle of a query's follow-up loads as a
+    PendingRollbackError raised while handling the real error: there the error it was handling
+    decides.
+    """
     current: BaseException | None = exc
     for _ in range(10):  # a cause chain is short; never loop on a cycle
         if current is None:
@@ -331,16 +522,21 @@ def is_transient(exc: BaseException) -> bool:
             return True
         if isinstance(current, _TRANSIENT):
             return not any(text in str(current).lower() for text in _PERMANENT_TEXT)
+        if isinstance(current, sqlalchemy.exc.PendingRollbackError):
+            current = current.__cause__ or current.__context__
+            continue
         current = current.__cause__
     return False
 
 
 def retrying(what: str, write: Callable[[], T], policy: RetryPolicy | None = None,
-             sleep: Callable[[float], None] = time.sleep) -> T:
-    """Run a storage write; retry transient failures with backoff, then give up clearly.
+             sleep: Callable[[float], None] = time.sleep, *, kind: str = "write") -> T:
+    """Run a storage call (`kind`: write or read); retry transient failures with backoff, then give
+    up clearly.
 
     Raises StorageUnavailable once `policy.attempts` tries have failed transiently; any other
-    error is raised unchanged at its first occurrence.
+    error is raised unchanged at its first occurrence, and so is a StorageUnavailable from a call
+    inside `write` that used up its own tries.
     """
     policy = policy or WRITE_RETRY
     delays = policy.delays()
@@ -348,18 +544,20 @@ def retrying(what: str, write: Callable[[], T], policy: RetryPolicy | None = Non
     for attempt in range(policy.attempts):
         try:
             return write()
+        except StorageUnavailable:
+            raise  # retried already, inside: never multiply the tries
         except Exception as exc:
             if not is_transient(exc):
                 raise
             if attempt >= len(delays):
                 raise StorageUnavailable(
-                    f"storage write {what} failed {policy.attempts} times over {waited:.1f} s "
+                    f"storage {kind} {what} failed {policy.attempts} times over {waited:.1f} s "
                     f"({root_message(exc)}). The database stays busy or unreachable: check that "
                     "it is up and that no other program holds a long lock on it, then run the "
                     "same command again (a trial left running is failed and retried once its "
                     "heartbeat is stale).") from exc
             wait = delays[attempt] * random.uniform(0.5, 1.0)
-            log.warning("storage write %s failed (%s); retry %d of %d in %.1f s", what,
+            log.warning("storage %s %s failed (%s); retry %d of %d in %.1f s", kind, what,
                         root_message(exc), attempt + 1, len(delays), wait)
             sleep(wait)
             waited += wait
