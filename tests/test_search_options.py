@@ -162,17 +162,19 @@ def test_a_lone_timeout_searches_until_the_deadline(cli: CliRunner) -> None:
     assert trials and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.FAIL)]
 
 
-def test_a_trial_training_at_the_deadline_stops_as_pruned_with_its_history(cli: CliRunner) -> None:
+def test_a_trial_training_at_the_deadline_stops_as_pruned_with_its_history(
+        cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("automl_nn.trial.Pace.predict", lambda *_: 0.0)  # never skipped: it starts
     started = time.perf_counter()
-    code, output = run(cli, "search", *TINY_ARGS, "--epochs", "2000", "--trials", "3", "--timeout", "15",
+    code, output = run(cli, "search", *TINY_ARGS, "--epochs", "100000", "--trials", "1", "--timeout", "10",
                        "--study-name", "late", "--no-portfolio")
     elapsed = time.perf_counter() - started
     assert code == 0, output
-    assert elapsed <= 15 + 30, elapsed
+    assert elapsed <= 10 + 30, elapsed
     (trial,) = _trials("late")
     assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_by"]["pruner"] == "deadline"
     trained = trial.user_attrs["epochs_trained"]
-    assert 1 <= trained < 2000 and trial.user_attrs["pruned_by"]["epoch"] == trained
+    assert 1 <= trained < 100000 and trial.user_attrs["pruned_by"]["epoch"] == trained
     assert f"epoch{trained}" in trial.user_attrs  # the partial history is kept
 
 
