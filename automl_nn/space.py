@@ -9,7 +9,7 @@ here and nowhere else: `layer_name`, `option_name` and `trial_names`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,18 @@ def sample(
 ) -> Candidate:
     """Draw one candidate from `space`; families in `excluded_families` are never offered."""
     values: dict[str, Any] = {}
+    for name, param, single, names in _applying(space, values, excluded_families):
+        for trial_name in names:
+            values[trial_name] = _suggest(trial, trial_name, single)
+        if isinstance(param, ByOption):
+            values[name] = values[names[0]]
+    return to_candidate(values, seed)
+
+
+def _applying(space: SpaceConfig, values: Mapping[str, Any], excluded_families: Mapping[str, str] | None,
+              ) -> Iterator[tuple[str, Param, Single, list[str]]]:
+    """The space's parameters in sampling order that apply to the values drawn so far (the caller
+    fills `values` as it goes), each with its single form and the trial names it is drawn under."""
     for name, param in space.items():
         rule = RULES[name]
         if rule.applies is not None and not rule.applies(values):
@@ -34,11 +46,7 @@ def sample(
         if name == "family":
             param = restrict_families(param, excluded_families or {})
         single, names = _sampled_as(name, param, values)
-        for trial_name in names:
-            values[trial_name] = _suggest(trial, trial_name, single)
-        if isinstance(param, ByOption):
-            values[name] = values[names[0]]
-    return to_candidate(values, seed)
+        yield name, param, single, names
 
 
 def layer_name(index: int | str, name: str) -> str:
@@ -233,13 +241,7 @@ def fit_point(space: SpaceConfig, point: Point,
     """
     values: dict[str, Any] = {}
     params: dict[str, Any] = {}
-    for name, param in space.items():
-        rule = RULES[name]
-        if rule.applies is not None and not rule.applies(values):
-            continue
-        if name == "family":
-            param = restrict_families(param, excluded_families or {})
-        single, names = _sampled_as(name, param, values)
+    for name, param, single, names in _applying(space, values, excluded_families):
         wanted = point.values.get(name)
         for trial_name in names:
             value = _inside(single, wanted, strict=name == "family")

@@ -109,3 +109,18 @@ def postgres_url(postgres_server: str) -> str:
         conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
     engine.dispose()
     return f"{postgres_server}/{name}"
+
+
+def study_with_raised_target(cli: CliRunner, url: str, name: str, target: int) -> None:
+    """A 2-trial TINY search stored at `url`, whose target another search then raises to `target`
+    (joining workers read the target and the space from storage)."""
+    from automl_nn.config import resolve
+    from automl_nn.storage.backends import open_storage
+    from automl_nn.study import open_study
+
+    code, output = run(cli, "search", *TINY, "--trials", "2", "--study-name", name, "--storage", url)
+    assert code == 0, output
+    config = resolve({"study_name": name, "dataset": "digits", "trials": target, "seed": 0,
+                      "space": {"epochs": 1, "width": {"low": 4, "high": 16},
+                                "depth": {"low": 1, "high": 2}, "batch_size": 64}})
+    open_study(config, open_storage(url))

@@ -126,30 +126,24 @@ def test_sigterm_to_a_parallel_search_closes_every_trial(tmp_path: Path) -> None
     _assert_closed(url, name, 2)
 
 
-def test_sigint_closes_the_running_trial(tmp_path: Path) -> None:
-    url, name = _url("sqlite", tmp_path), "i"
+@pytest.mark.parametrize(("kind", "sig", "code"), [
+    ("sqlite", signal.SIGINT, 130),
+    # a closed terminal (or ssh session) hangs up: the trial is closed, the rerun resumes it
+    ("journal", signal.SIGHUP, 129),
+])
+def test_a_signal_closes_the_running_trial_with_its_exit_code(tmp_path: Path, kind: str,
+                                                              sig: signal.Signals, code: int) -> None:
+    url, name = _url(kind, tmp_path), "s"
     _prepare(url, name, [LONG])
     process = _start("--storage", url, "--study-name", name, "--trials", "2")
     _wait_in_training(url, name, 1, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     output = process.communicate(timeout=120)[0]
-    assert process.returncode == 130, output
+    assert process.returncode == code, output
+    assert f"interrupted ({sig.name})" in output
     _assert_closed(url, name, 1)
-
-
-def test_sighup_closes_the_running_trial_and_exits_129(tmp_path: Path) -> None:
-    """A closed terminal (or ssh session) hangs up: the trial is closed, the rerun resumes it."""
-    url, name = _url("journal", tmp_path), "h"
-    _prepare(url, name, [LONG])
-    process = _start("--storage", url, "--study-name", name, "--trials", "2")
-    _wait_in_training(url, name, 1, process)
-    process.send_signal(signal.SIGHUP)
-    output = process.communicate(timeout=120)[0]
-    assert process.returncode == 129, output
-    assert "interrupted (SIGHUP)" in output
-    _assert_closed(url, name, 1)
-    hung_up = next(t for t in _trials(url, name) if t.user_attrs.get("fail_reason") == "interrupted")
-    assert hung_up.params["epochs"] == LONG and "SIGHUP" in hung_up.user_attrs["fail_message"]
+    closed = next(t for t in _trials(url, name) if t.user_attrs.get("fail_reason") == "interrupted")
+    assert closed.params["epochs"] == LONG and sig.name in closed.user_attrs["fail_message"]
 
 
 def test_finished_parallel_search_rerun_three_times_adds_nothing(tmp_path: Path) -> None:

@@ -19,11 +19,9 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from automl_nn import workers
-from automl_nn.config import resolve
 from automl_nn.storage import recovery
 from automl_nn.storage.backends import open_storage
-from automl_nn.study import open_study
-from tests.conftest import TINY, run
+from tests.conftest import TINY, run, study_with_raised_target
 
 ROOT = Path(__file__).resolve().parents[1]
 # One parameter searched (lr, on a log scale), the rest fixed and cheap.
@@ -131,13 +129,7 @@ def test_trials_per_device_on_the_cpu_is_refused(cli: CliRunner) -> None:
 def test_join_study_with_local_workers_finishes_the_stored_target(cli: CliRunner,
                                                                   tmp_path: Path) -> None:
     url = f"journal:{tmp_path / 'shared.log'}"
-    code, output = run(cli, "search", *TINY, "--trials", "2", "--study-name", "j", "--storage", url)
-    assert code == 0, output
-    # another search raises the target to 6; joining workers read it (and the space) from storage
-    config = resolve({"study_name": "j", "dataset": "digits", "trials": 6, "seed": 0,
-                      "space": {"epochs": 1, "width": {"low": 4, "high": 16},
-                                "depth": {"low": 1, "high": 2}, "batch_size": 64}})
-    open_study(config, open_storage(url))
+    study_with_raised_target(cli, url, "j", 6)
     result = workers.join_study("j", url, device="cpu", workers=2)
     trials = result.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

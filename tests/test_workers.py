@@ -16,7 +16,7 @@ from automl_nn.storage import backends, record
 from automl_nn.storage.backends import open_storage
 from automl_nn.study import open_study
 from automl_nn.trial import is_out_of_memory
-from tests.conftest import TINY, run
+from tests.conftest import TINY, run, study_with_raised_target
 
 
 def test_cpu_workers_split_the_cores() -> None:
@@ -78,13 +78,7 @@ def test_journal_url_forms(tmp_path: Path) -> None:
 
 def test_worker_joins_a_study_from_its_stored_config(cli: CliRunner, tmp_path: Path) -> None:
     url = f"journal:{tmp_path / 'shared.log'}"
-    code, output = run(cli, "search", *TINY, "--trials", "2", "--study-name", "j", "--storage", url)
-    assert code == 0, output
-    # raise the target as another search would; a worker picks up the new target from storage
-    config = resolve({"study_name": "j", "dataset": "digits", "trials": 4, "seed": 0,
-                      "space": {"epochs": 1, "width": {"low": 4, "high": 16},
-                                "depth": {"low": 1, "high": 2}, "batch_size": 64}})
-    open_study(config, open_storage(url))
+    study_with_raised_target(cli, url, "j", 4)
     code, output = run(cli, "worker", "j", "--storage", url)
     assert code == 0, output
     trials = optuna.load_study(study_name="j", storage=open_storage(url)).trials

@@ -55,7 +55,6 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalStorage
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn.errors import ConfigError, StorageUnavailable
@@ -340,63 +339,29 @@ class TaggingRDBStorage(RDBStorage):
                         lambda: super(TaggingRDBStorage, self)._get_trials(
                             study_id, states, included_trial_ids, trial_id_greater_than), kind="read")
 
-    def get_trial(self, trial_id: int) -> FrozenTrial:
-        return retrying(f"get_trial(trial id {trial_id})",
-                        lambda: super(TaggingRDBStorage, self).get_trial(trial_id), kind="read")
 
-    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
-        return retrying(f"get_trial_id(trial {trial_number})",
-                        lambda: super(TaggingRDBStorage, self).get_trial_id_from_study_id_trial_number(
-                            study_id, trial_number), kind="read")
 
-    def get_trial_param(self, trial_id: int, param_name: str) -> float:
-        return retrying(f"get_trial_param(trial id {trial_id}, {param_name})",
-                        lambda: super(TaggingRDBStorage, self).get_trial_param(trial_id, param_name),
+# Reads retry as writes do: a search reads its trials and study between writes, and a connection
+# lost there would end it as surely as one lost in a write. Each is RDBStorage's own read, retried.
+RETRIED_READS = ("get_trial", "get_trial_id_from_study_id_trial_number", "get_trial_param",
+                 "get_trial_user_attrs", "get_trial_system_attrs", "get_study_id_from_name",
+                 "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+                 "get_study_system_attrs", "get_all_studies", "_get_best_trial_id")
+
+
+def _retried_read(name: str) -> Callable[..., Any]:
+    def method(self: RDBStorage, *args: Any) -> Any:
+        read = getattr(RDBStorage, name)  # looked up per call, as super() would
+        return retrying(f"{name.lstrip('_')}({', '.join(map(str, args))})", lambda: read(self, *args),
                         kind="read")
 
-    def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
-        return retrying(f"get_trial_user_attrs(trial id {trial_id})",
-                        lambda: super(TaggingRDBStorage, self).get_trial_user_attrs(trial_id),
-                        kind="read")
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = getattr(RDBStorage, name).__doc__
+    return method
 
-    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
-        return retrying(f"get_trial_system_attrs(trial id {trial_id})",
-                        lambda: super(TaggingRDBStorage, self).get_trial_system_attrs(trial_id),
-                        kind="read")
 
-    def get_study_id_from_name(self, study_name: str) -> int:
-        return retrying(f"get_study_id_from_name({study_name})",
-                        lambda: super(TaggingRDBStorage, self).get_study_id_from_name(study_name),
-                        kind="read")
-
-    def get_study_name_from_id(self, study_id: int) -> str:
-        return retrying(f"get_study_name_from_id({study_id})",
-                        lambda: super(TaggingRDBStorage, self).get_study_name_from_id(study_id),
-                        kind="read")
-
-    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return retrying(f"get_study_directions(study id {study_id})",
-                        lambda: super(TaggingRDBStorage, self).get_study_directions(study_id),
-                        kind="read")
-
-    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return retrying(f"get_study_user_attrs(study id {study_id})",
-                        lambda: super(TaggingRDBStorage, self).get_study_user_attrs(study_id),
-                        kind="read")
-
-    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return retrying(f"get_study_system_attrs(study id {study_id})",
-                        lambda: super(TaggingRDBStorage, self).get_study_system_attrs(study_id),
-                        kind="read")
-
-    def get_all_studies(self) -> list[FrozenStudy]:
-        return retrying("get_all_studies()", lambda: super(TaggingRDBStorage, self).get_all_studies(),
-                        kind="read")
-
-    def _get_best_trial_id(self, study_id: int, direction: StudyDirection) -> int:
-        return retrying(f"get_best_trial(study id {study_id})",
-                        lambda: super(TaggingRDBStorage, self)._get_best_trial_id(study_id, direction),
-                        kind="read")
+for _name in RETRIED_READS:
+    setattr(TaggingRDBStorage, _name, _retried_read(_name))
 
 
 def _new_frozen_trial(trial: Any, template_trial: FrozenTrial | None) -> FrozenTrial:
