@@ -44,7 +44,7 @@ class ArchSpec:
     dropout: float = 0.0
     dropout_at: str = "dense"  # "dense", "conv" or "both" (the CIFAR-10 tricks study's three placements)
     # width_mode gated: a Gate after each dense hidden layer; after training, neurons whose gate is
-    # at or below gate_threshold in magnitude are cut out (the sparsifier study's sparsifier)
+    # at or below gate_threshold in magnitude are cut out (the sparsifier study)
     gated: bool = False
     gate_threshold: float = 0.01
 

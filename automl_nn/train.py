@@ -273,7 +273,7 @@ def weight_penalty(model: nn.Module, l1: float, l2: float) -> Callable[[], torch
 
 
 def gate_penalty(model: nn.Module, strength: float) -> Callable[[], torch.Tensor] | None:
-    """strength * sum|g| over the model's Gate layers (the sparsifier study's sparsifier); None without gates.
+    """strength * sum|g| over the model's Gate layers (the sparsifier study); None without gates.
 
     A device tensor like the weight penalty: no host sync per step.
     """
