@@ -276,6 +276,7 @@ PRUNER_KEYS = ("name", "startup_trials", "warmup_epochs", "margin")
 # Failed trials (diverged ones included) a study may hold before its search stops, when
 # max_failures is not set: as many as the trained trials it asks for, and never fewer than this.
 MIN_FAILURE_BUDGET = 20
+DEADLINE_FAILURE_BUDGET = 100  # the default for a search that runs until its --timeout
 
 # `search --smoke`: the study's own code path on little data, to check a study file end to end fast.
 # `trials` of a search given a timeout and no trial count: it runs until the deadline
@@ -413,8 +414,13 @@ class StudyConfig:
 
 
 def failure_budget(trials: int, max_failures: int | None) -> int:
-    """Failed trials a study of `trials` may hold: `max_failures`, or max(trials, 20) unset."""
-    return max_failures if max_failures is not None else max(trials, MIN_FAILURE_BUDGET)
+    """Failed trials a study of `trials` may hold: `max_failures`, or max(trials, 20) unset.
+
+    A search until its deadline has no trial count to scale with: it gets DEADLINE_FAILURE_BUDGET.
+    """
+    if max_failures is not None:
+        return max_failures
+    return DEADLINE_FAILURE_BUDGET if trials >= UNTIL_DEADLINE else max(trials, MIN_FAILURE_BUDGET)
 
 
 def smoke(config: StudyConfig) -> StudyConfig:

@@ -133,3 +133,8 @@ def test_a_lone_timeout_means_until_the_deadline_and_an_explicit_trial_count_win
     assert resolve({"timeout": 120, "trials": 7}).trials == 7
     assert resolve({}, {"timeout": 60, "trials": 3}).trials == 3
     assert resolve({}).trials == 20 and resolve({}).deadline is None
+
+
+def test_a_search_until_its_deadline_gets_a_bounded_failure_budget() -> None:
+    assert resolve({"timeout": 60}).failure_budget() == 100
+    assert resolve({"trials": 50}).failure_budget() == 50 and resolve({}).failure_budget() == 20
