@@ -269,13 +269,14 @@ def pareto(
     """Print the Pareto front (the best trial for single-objective studies), or the trial --pick names."""
     from automl_nn import study
     from automl_nn.results import decide, summary
-    from automl_nn.storage import backends
+    from automl_nn.storage import backends, record
 
     loaded = backends.load_existing(study_name, backends.open_storage(storage, must_exist=True))
     if pick is None:
-        _print_rows(summary.front_rows(loaded), format, title=f"Pareto front of {study_name}")
+        trials = record.read_summaries(loaded)
+        _print_rows(summary.front_rows(loaded, trials), format, title=f"Pareto front of {study_name}")
         if format is Format.table:  # json and csv stay pure rows for scripts
-            out.print(summary.pruning_line(summary.pruning_summary(loaded)), highlight=False)
+            out.print(summary.pruning_line(summary.pruning_summary(loaded, trials)), highlight=False)
         return
     chosen = decide.pick(loaded, pick)
     row = {"pick": pick, **summary.trial_row(chosen, study.objective_names(loaded))}
@@ -289,7 +290,7 @@ def pareto(
 def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
          storage: StorageOpt = None) -> None:
     """Summarize a study: objectives, trial states, best trials and range-edge warnings."""
-    from automl_nn.results import decide, summary
+    from automl_nn.results import summary
     from automl_nn.storage import backends
 
     loaded = backends.load_existing(study_name, backends.open_storage(storage, must_exist=True))
@@ -312,9 +313,8 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
     searched = _searched_space(loaded.user_attrs.get("config", {}).get("space", {}))
     if searched:
         _print_rows(searched, Format.table, title=f"search space ({_defaults_line(info['defaults'])})")
-    knee = decide.knee(loaded)
-    if knee is not None and len(info["front"]) > 1:
-        out.print(f"knee point (best trade-off): trial {knee.number}; "
+    if info["knee"] is not None and len(info["front"]) > 1:
+        out.print(f"knee point (best trade-off): trial {info['knee']}; "
                   f"`automl-nn pareto {study_name} --pick knee` prints it")
     for warning in info["warnings"]:
         out.print(Text("warning: ", style="yellow") + Text(warning), highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 import optuna
@@ -49,8 +50,8 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
-def best_text(study: optuna.Study) -> str:
-    best = record.front(study.get_trials(deepcopy=False), study.directions)
+def best_text(study: optuna.Study, best: Sequence[FrozenTrial]) -> str:
+    """The front's size (the best value for one objective), from the front already found."""
     if not best:
         return "no complete trial yet"
     if len(study.directions) > 1:
@@ -84,11 +85,12 @@ class LogReporter:
         accuracy = "" if math.isnan(result.val_accuracy) else f"val_accuracy={result.val_accuracy:.4f} "
         self._say(f"trial {number} epoch {result.epoch}/{epochs}: {accuracy}val_loss={result.val_loss:.4f}")
 
-    def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
+    def trial_finished(self, trial: FrozenTrial, study: optuna.Study,
+                       best: Sequence[FrozenTrial]) -> None:
         if record.counts_toward_budget(trial):
             self.done += 1
         total = "" if self.total >= UNTIL_DEADLINE else f"/{self.total}"
-        self._say(f"{describe_outcome(trial, study)} [{self.done}{total}, {best_text(study)}]")
+        self._say(f"{describe_outcome(trial, study)} [{self.done}{total}, {best_text(study, best)}]")
 
     def _say(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -125,11 +127,12 @@ class BarReporter(LogReporter):
             + (f"val_loss={result.val_loss:.3f}" if math.isnan(result.val_accuracy)
                else f"val_acc={result.val_accuracy:.3f}")))
 
-    def trial_finished(self, trial: FrozenTrial, study: optuna.Study) -> None:
+    def trial_finished(self, trial: FrozenTrial, study: optuna.Study,
+                       best: Sequence[FrozenTrial]) -> None:
         if record.counts_toward_budget(trial):
             self.done += 1
         self.progress.console.print(describe_outcome(trial, study))
-        self.progress.update(self.task, completed=self.done, best=best_text(study))
+        self.progress.update(self.task, completed=self.done, best=best_text(study, best))
 
 
 def make_reporter(console: Console) -> LogReporter:

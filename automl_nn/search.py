@@ -38,7 +38,7 @@ from automl_nn.errors import ConfigError
 from automl_nn.storage import artifacts, record, recovery
 from automl_nn.storage.backends import open_storage, storage_url
 from automl_nn.storage.record import TrialRecord
-from automl_nn.study import count_done, front, open_study, resume_config
+from automl_nn.study import count_done, open_study, resume_config
 from automl_nn.trial import Reporter, TrialRunner, mark_failed
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,11 @@ class StudyBudget:
     target: int
     count_running: bool = False
 
+    tally: record.Tally | None = field(default=None, repr=False)
+
     def more(self, study: optuna.Study, trial: FrozenTrial | None) -> bool:
-        done = count_done(study)
+        self.tally = self.tally or record.Tally(study.directions)
+        done = self.tally.update(study.get_trials(deepcopy=False)).done
         if self.count_running:
             done += len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         return done < self.target
@@ -109,28 +112,38 @@ class _Stopper:
     infeasible: int = 0
     skipped: int = 0
     tripped: str | None = None
+    tally: record.Tally | None = field(default=None, repr=False)
+    weights: artifacts.FrontWeights | None = field(default=None, repr=False)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.reporter.trial_finished(trial, study)
+        # One read for everything below; the tally looks only at trials it has not seen.
+        trials = study.get_trials(deepcopy=False)
+        tally = self._tally(study).update(trials)
+        self.reporter.trial_finished(trial, study, tally.best)
         self._track_failures(TrialRecord.of(trial))
         if self.graceful.pending is not None or self.tripped is not None:
             study.stop()
             return
         # A sibling may have died: journal leases, and on RDB storage the trials of processes gone
         # from this machine, are ours to check (Optuna checks RDB heartbeats before each trial).
-        trials = study.get_trials(deepcopy=False)  # one read for the checks below
         if recovery.reap_stale(study, self.heartbeat, trials=trials, heartbeats=False):
             trials = study.get_trials(deepcopy=False)
+            tally.update(trials)
         if self.front_store is not None and trial.state == TrialState.COMPLETE:
-            artifacts.drop_off_front(trials, self.front_store, {t.number for t in front(study, trials)})
+            self.weights = self.weights or artifacts.FrontWeights(self.front_store)
+            self.weights.update(trials, tally.best)
         self._track_infeasible(trial)
         if self.tripped is None and self.max_failures is not None:
-            self.tripped = failure_budget_spent(trials, self.max_failures)
+            self.tripped = budget_spent_message(tally.failures, self.max_failures)
         if self.skipped >= SKIP_LIMIT:  # the time left fits no candidate the sampler proposes
             log.info("%d candidates in a row would not finish before the deadline: stopping", self.skipped)
         ended = self.tripped is not None or self.skipped >= SKIP_LIMIT
-        if ended or count_done(study, trials) >= self.target or not self.budget.more(study, trial):
+        if ended or tally.done >= self.target or not self.budget.more(study, trial):
             study.stop()
+
+    def _tally(self, study: optuna.Study) -> record.Tally:
+        self.tally = self.tally or record.Tally(study.directions)
+        return self.tally
 
     def _track_infeasible(self, trial: FrozenTrial) -> None:
         self.skipped = self.skipped + 1 if record.is_skipped(trial) else 0
@@ -195,7 +208,12 @@ def _sampled(rec: TrialRecord) -> dict[str, Any]:
 
 def failure_budget_spent(trials: Sequence[FrozenTrial], max_failures: int) -> str | None:
     """The stop message once the study holds `max_failures` failed trials, else None."""
-    failed = [TrialRecord.of(t) for t in trials if record.counts_as_failure(t)]
+    return budget_spent_message([TrialRecord.of(t) for t in trials if record.counts_as_failure(t)],
+                                max_failures)
+
+
+def budget_spent_message(failed: Sequence[TrialRecord], max_failures: int) -> str | None:
+    """The stop message once `failed` (the trials that use up the budget) reaches `max_failures`."""
     if len(failed) < max_failures:
         return None
     kinds = Counter(str(r.failure) for r in failed)

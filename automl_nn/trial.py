@@ -70,7 +70,9 @@ class Reporter(Protocol):
 
     def epoch_done(self, number: int, result: EpochResult, epochs: int) -> None: ...
 
-    def trial_finished(self, trial: optuna.trial.FrozenTrial, study: optuna.Study) -> None: ...
+    def trial_finished(self, trial: optuna.trial.FrozenTrial, study: optuna.Study,
+                       best: Sequence[optuna.trial.FrozenTrial]) -> None:
+        """`best`: the study's front (`record.front`) with this trial counted."""
 
 
 class NullReporter:
@@ -88,7 +90,8 @@ class NullReporter:
     def epoch_done(self, number: int, result: EpochResult, epochs: int) -> None:
         pass
 
-    def trial_finished(self, trial: optuna.trial.FrozenTrial, study: optuna.Study) -> None:
+    def trial_finished(self, trial: optuna.trial.FrozenTrial, study: optuna.Study,
+                       best: Sequence[optuna.trial.FrozenTrial]) -> None:
         pass
 
 

@@ -168,7 +168,7 @@ class Probe(NullReporter):
     allocated: list[int] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
 
-    def trial_finished(self, trial: Any, study: Any) -> None:
+    def trial_finished(self, trial: Any, study: Any, best: Any) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.allocated.append(torch.cuda.memory_allocated(self.device))

@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from automl_nn.results import decide
+from automl_nn.study import front as study_front
 from tests.fake_study import make_study
 
 
@@ -37,7 +38,7 @@ def test_knee_works_for_three_objectives() -> None:
 
 def test_picks_on_a_study() -> None:
     study = make_study(optuna.storages.InMemoryStorage())
-    best = decide.front(study)
+    best = study_front(study)
     assert decide.pick(study, "max-acc").number == max(best, key=lambda t: t.values[0]).number
     assert decide.pick(study, "min-params").number == min(best, key=lambda t: t.values[1]).number
     cheapest = min(best, key=lambda t: (t.user_attrs["flops"], t.number))

@@ -72,3 +72,29 @@ def test_state_counts_and_study_listing_use_surface_that_still_exists(tmp_path: 
     (frozen,) = storage.get_all_studies()
     assert frozen._study_id == study._study_id
     assert frozen.system_attrs["study:metric_names"] == ["accuracy", "params"]
+
+
+def test_summary_read_uses_surface_that_still_exists() -> None:
+    # record.read_summaries: plain SQL over the trials, trial_values, trial_user_attributes and
+    # trial_params tables, the stored value's decoding, and _CachedStorage's backend; a trial's
+    # values are written with its final state in one commit (the order the read relies on).
+    from optuna.storages._rdb import models
+
+    columns = {table: set(model.__table__.columns.keys()) for table, model in (
+        ("trials", models.TrialModel), ("values", models.TrialValueModel),
+        ("attrs", models.TrialUserAttributeModel), ("params", models.TrialParamModel))}
+    assert {"trial_id", "number", "study_id", "state", "datetime_start",
+            "datetime_complete"} <= columns["trials"]
+    assert {"trial_id", "objective", "value", "value_type"} <= columns["values"]
+    assert {"trial_id", "key", "value_json"} <= columns["attrs"]
+    assert {"param_id", "trial_id", "param_name", "param_value", "distribution_json"} <= columns["params"]
+    stored = models.TrialValueModel.value_to_stored_repr(float("inf"))
+    assert models.TrialValueModel.stored_repr_to_value(*stored) == float("inf")
+    assert "self._backend = backend" in inspect.getsource(_CachedStorage.__init__)
+    source = inspect.getsource(RDBStorage.set_trial_state_values)
+    assert "_set_trial_value_without_commit" in source and "trial.state = state" in source
+    # report.hypervolume_history: Optuna's exact hypervolume
+    from optuna._hypervolume import compute_hypervolume
+
+    assert list(inspect.signature(compute_hypervolume).parameters) == [
+        "loss_vals", "reference_point", "assume_pareto"]

@@ -67,6 +67,39 @@ def test_hypervolume_is_a_fraction_of_the_reference_box() -> None:
     assert "importance" in data.notes  # too few trials: a note, not a crash
 
 
+def test_hypervolume_history_is_optunas_at_every_trial(study: optuna.Study) -> None:
+    import warnings
+
+    data = report.read_report(study)
+    maximize = [o.maximize for o in data.objectives]
+    assert data.reference_point is not None and data.hypervolume is not None
+    numbers, volumes = report.hypervolume_history(data.points, maximize, data.reference_point)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        trace = optuna.visualization.plot_hypervolume_history(study, data.reference_point).data[0]
+    assert numbers == list(trace.x)
+    assert volumes == pytest.approx(list(trace.y))
+    assert len(set(volumes)) > 3, "the front moved several times"
+
+
+def test_a_large_study_draws_webgl_with_short_hovers_and_a_sampled_importance(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    big = make_study(optuna.storages.InMemoryStorage(), n=30)
+    monkeypatch.setattr(report, "LARGE", 10)
+    monkeypatch.setattr(report, "IMPORTANCE_SAMPLE", 12)
+    data = report.read_report(big)
+    figs = report.figures(data)
+    traces = {t.name: t for t in figs["pareto"].data}
+    assert traces[report.OTHERS].type == "scattergl"
+    assert all(re.fullmatch(r"trial \d+", text) for text in traces[report.OTHERS].hovertext)
+    assert "family=" in traces[report.FRONT].hovertext[0]  # the front keeps its whole text
+    assert all(t.type == "scattergl" for t in figs["history"].data if t.mode == "markers")
+    assert all(t.boxpoints is False for t in figs["family-activation"].data)
+    assert "sample of 12 of the 30" in data.notes["importance"] and data.importances
+    sample = report.importance_sample(big.directions, big.get_trials()[:30]).trials
+    assert len(sample) == 12 and len({tuple(t.values) for t in sample}) == 12  # 12 distinct trials
+
+
 def test_infeasible_trials_are_left_out_of_every_plot() -> None:
     """A trial over a hard constraint was never trained: its accuracy 0 is a placeholder, so it must
     not show as a network in the figures (nor pull its family's accuracy down)."""

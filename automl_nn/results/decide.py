@@ -24,8 +24,9 @@ from optuna.trial import FrozenTrial
 
 from automl_nn import vocab
 from automl_nn.errors import UsageError, unknown_name
+from automl_nn.storage import record
 from automl_nn.storage.record import TrialRecord
-from automl_nn.study import front, objective_names
+from automl_nn.study import objective_names
 
 KNEE = "knee"
 
@@ -69,9 +70,10 @@ def _maximize(study: optuna.Study) -> list[bool]:
     return [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
 
 
-def knee(study: optuna.Study) -> FrozenTrial | None:
-    """The knee trial of the study's front (the best trial when there is one objective), or None."""
-    best = front(study)
+def knee(study: optuna.Study, best: Sequence[FrozenTrial] | None = None) -> FrozenTrial | None:
+    """The knee trial of the study's front (the best trial when there is one objective), or None.
+    `best`: the front, when it has been read already."""
+    best = record.read_front(study) if best is None else best
     if not best:
         return None
     return best[knee_index([list(t.values) for t in best], _maximize(study))]
@@ -105,7 +107,7 @@ def pick(study: optuna.Study, rule: str) -> FrozenTrial:
     key = _rule_key(rule)
     if key not in valid:
         raise unknown_name("pick", rule, valid, "--pick", error=PickError)
-    best = front(study)
+    best = record.read_front(study)
     if not best:
         raise PickError(f'study "{study.study_name}" has no completed trials yet, so there is no '
                         "front to pick from. Run `automl-nn search` first.")

@@ -6,11 +6,17 @@ those records and return plotly Figures, so they are tested without a study or a
 offline and can be mailed); `write_images()` writes the same figures as PNG through kaleido, which
 drives the system's chromium.
 
-Hypervolume. Computed by optuna's `plot_hypervolume_history` (public API) with a reference point
-derived from the data: for each objective, the worst value among completed trials pushed 10% of
-that objective's range further out (so the worst trials still add volume). The curve is shown as a
-fraction of the box between that reference point and the ideal point (the best value of each
-objective over all trials), so 1.0 would mean one trial is best at everything.
+Hypervolume. Computed incrementally (`hypervolume_history`, Optuna's exact WFG computation each
+time the front moves) with a reference point derived from the data: for each objective, the worst
+value among completed trials pushed 10% of that objective's range further out (so the worst trials
+still add volume). The curve is shown as a fraction of the box between that reference point and
+the ideal point (the best value of each objective over all trials), so 1.0 would mean one trial is
+best at everything.
+
+Large studies. The study is read once as summaries (`record.read_summaries`), the front in full.
+Beyond LARGE trained trials the scatter plots use WebGL, the other trials' hover texts shrink to
+their trial number, box plots drop their points and importances come from a fixed random sample
+(IMPORTANCE_SAMPLE), so a 10,000-trial report stays a few MB and is written in seconds.
 """
 
 from __future__ import annotations
@@ -18,15 +24,17 @@ from __future__ import annotations
 import html
 import logging
 import math
-import warnings
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import plotly.colors
 import plotly.graph_objects as go
+from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
@@ -42,10 +50,12 @@ from automl_nn.study import front, objective_names
 log = logging.getLogger(__name__)
 
 MIN_TRIALS_FOR_IMPORTANCE = 5  # fANOVA on fewer trials ranks noise
+IMPORTANCE_SAMPLE = 2000  # fANOVA's forest on more trials costs minutes and ranks the same
 REFERENCE_MARGIN = 0.1  # reference point: 10% of each objective's range beyond its worst value
 FRONT = "Pareto front"  # trace names the browser test reads back
 OTHERS = "other trials"
 KNEE = "knee"
+LARGE = 2000  # above this many points: WebGL scatter, short hover texts, box plots without points
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,11 @@ def point_of(trial: FrozenTrial) -> Point:
     return Point(trial.number, rec.values, stored, arch, rec.epochs, rec.params)
 
 
+# What the report needs of every trial: the summary keys, every metric and its test value. The
+# learning curves (the front's only) and the params (the importance sample's) come on top.
+REPORT_KEYS = (*record.SUMMARY_KEYS, *vocab.METRICS, *(record.TEST_PREFIX + m for m in vocab.METRICS))
+
+
 def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The completed trials that were trained: infeasible ones (over a hard constraint) and
     diverged ones carry placeholder values (accuracy 0) and would read as real, terrible networks."""
@@ -116,24 +131,31 @@ def collect_points(study: optuna.Study) -> list[Point]:
 
 
 def read_report(study: optuna.Study) -> ReportData:
-    """Read `study` into a ReportData: points, front, knee, warnings, hypervolume, importances."""
+    """Read `study` into a ReportData: points, front, knee, warnings, hypervolume, importances.
+
+    One summary read of every trial (values, metrics, params: no learning curves, no system
+    attributes), then the front's trials in full for their curves, so a 10,000-trial study is
+    read in a fraction of Optuna's full load and memory.
+    """
     names = objective_names(study)
     objectives = [Objective(n, d == optuna.study.StudyDirection.MAXIMIZE,
                             vocab.METRICS.get(n).unit if n in vocab.METRICS else "")
                   for n, d in zip(names, study.directions, strict=True)]
-    done = trained_trials(study)
-    best = front(study)
-    knee = decide.knee(study)
+    trials = record.read_summaries(study, REPORT_KEYS, params=True)
+    done = record.trained(trials)
+    best = record.reread(study, front(study, trials))
+    knee = decide.knee(study, best)
+    full = {t.number: t for t in best}
     config = study.user_attrs.get("config", {})
     data = ReportData(
         study=study.study_name, dataset=config.get("dataset"), objectives=objectives,
-        points=[point_of(t) for t in done], front=[t.number for t in best],
-        knee=knee.number if knee else None, states=summary.state_counts(study),
+        points=[point_of(full.get(t.number, t)) for t in done], front=[t.number for t in best],
+        knee=knee.number if knee else None, states=summary.state_counts(study, trials),
         warnings=summary.edge_warnings(config.get("space", {}), best),
-        counts=summary.trial_counts(study),
+        counts=summary.trial_counts(study, trials),
     )
-    _add_hypervolume(study, data)
-    _add_importances(study, data)
+    _add_hypervolume(data)
+    _add_importances(study.directions, done, data)
     return data
 
 
@@ -148,7 +170,30 @@ def reference_point(points: Sequence[Sequence[float]], maximize: Sequence[bool])
     return ref
 
 
-def _add_hypervolume(study: optuna.Study, data: ReportData) -> None:
+def hypervolume_history(points: Sequence[Point], maximize: Sequence[bool],
+                        reference: Sequence[float]) -> tuple[list[int], list[float]]:
+    """The hypervolume of the trials' front after each trial, in trial order, up to `reference`.
+
+    Incremental: a trial the front already dominates (weakly) changes nothing; any other joins
+    the front, evicts what it dominates, and the front's volume is computed again (Optuna's exact
+    WFG algorithm). A 10,000-trial study recomputes it only as often as its front moves.
+    """
+    sign = np.array([-1.0 if m else 1.0 for m in maximize])
+    ref = sign * np.array(reference, dtype=float)
+    front = np.empty((0, len(maximize)))
+    volume = 0.0
+    numbers, volumes = [], []
+    for point in sorted(points, key=lambda p: p.number):
+        loss = sign * np.array(point.values, dtype=float)
+        if (loss < ref).all() and not (front <= loss).all(axis=1).any():
+            front = np.vstack([front[~(loss <= front).all(axis=1)], loss])
+            volume = float(compute_hypervolume(front, ref, assume_pareto=True))
+        numbers.append(point.number)
+        volumes.append(volume)
+    return numbers, volumes
+
+
+def _add_hypervolume(data: ReportData) -> None:
     values = [p.values for p in data.points]
     if len(data.objectives) < 2:
         data.notes["hypervolume"] = "Hypervolume needs two or more objectives; this study has one."
@@ -160,43 +205,45 @@ def _add_hypervolume(study: optuna.Study, data: ReportData) -> None:
     ref = reference_point(values, maximize)
     ideal = [max(c) if m else min(c) for c, m in zip(zip(*values, strict=True), maximize, strict=True)]
     box = math.prod(abs(r - i) for r, i in zip(ref, ideal, strict=True)) or 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        figure = optuna.visualization.plot_hypervolume_history(study, ref)
-    trace = figure.data[0]
-    data.hypervolume = ([int(x) for x in trace.x], [float(y) / box for y in trace.y])
+    numbers, volumes = hypervolume_history(data.points, maximize, ref)
+    data.hypervolume = (numbers, [v / box for v in volumes])
     data.reference_point = ref
 
 
-def _add_importances(study: optuna.Study, data: ReportData) -> None:
-    if len(data.points) < MIN_TRIALS_FOR_IMPORTANCE:
+def _add_importances(directions: Sequence[optuna.study.StudyDirection], trained: Sequence[FrozenTrial],
+                     data: ReportData) -> None:
+    if len(trained) < MIN_TRIALS_FOR_IMPORTANCE:
         data.notes["importance"] = (f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} "
-                                    f"trained trials; this study has {len(data.points)}.")
+                                    f"trained trials; this study has {len(trained)}.")
         return
-    trained = _trained_only(study, len(data.points))
+    sample = importance_sample(directions, trained)
+    if len(trained) > IMPORTANCE_SAMPLE:
+        data.notes["importance"] = (f"Importances from a random sample of {IMPORTANCE_SAMPLE:,} of the "
+                                    f"{len(trained):,} trained trials (seed 0).")
     for index, objective in enumerate(data.objectives):
         try:
             data.importances[objective.label] = optuna.importance.get_param_importances(
-                trained, target=lambda t, i=index: t.values[i],  # type: ignore[misc]
+                sample, target=lambda t, i=index: t.values[i],  # type: ignore[misc]
                 evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         except (ValueError, RuntimeError) as exc:  # e.g. every parameter took a single value
             data.notes["importance"] = f"Parameter importances could not be computed: {exc}"
             log.info("importance of %s failed: %s", objective.name, exc)
 
 
-def _trained_only(study: optuna.Study, n_trained: int) -> optuna.Study:
-    """`study` itself, or an in-memory copy without its infeasible and diverged trials (fANOVA
-    reads every completed trial and knows nothing of constraints)."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) == n_trained:
-        return study
+def importance_sample(directions: Sequence[optuna.study.StudyDirection],
+                      trained: Sequence[FrozenTrial]) -> optuna.Study:
+    """An in-memory study of the trained trials (fANOVA reads every completed trial and knows
+    nothing of constraints), at most IMPORTANCE_SAMPLE of them, drawn with seed 0."""
+    chosen = list(trained)
+    if len(chosen) > IMPORTANCE_SAMPLE:
+        chosen = sorted(random.Random(0).sample(chosen, IMPORTANCE_SAMPLE), key=lambda t: t.number)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line in the output
     try:
-        copy = optuna.create_study(directions=study.directions)
+        copy = optuna.create_study(directions=list(directions))
     finally:
         optuna.logging.set_verbosity(verbosity)
-    copy.add_trials(trained_trials(study))
+    copy.add_trials(chosen)
     return copy
 
 
@@ -222,6 +269,21 @@ def hover_text(point: Point) -> str:
     return "<br>".join([lines[0], *(html.escape(line, quote=False) for line in lines[1:] if line)])
 
 
+def _scatter(count: int, **kwargs: Any) -> go.Scatter | go.Scattergl:
+    """A scatter trace; WebGL beyond LARGE points, which SVG draws slowly and a browser struggles
+    to pan."""
+    return go.Scattergl(**kwargs) if count > LARGE else go.Scatter(**kwargs)
+
+
+def hover_texts(points: Sequence[Point], total: int) -> list[str]:
+    """Each point's hover text: the whole architecture and metrics, or just its trial number when
+    the figure holds more than LARGE points (the full text for 10,000 trials alone is 3 MB a
+    trace; the front's trials keep it, and the front table lists them)."""
+    if total > LARGE:
+        return [f"trial {p.number}" for p in points]
+    return [hover_text(p) for p in points]
+
+
 def _log_scale(values: Sequence[float]) -> bool:
     """Costs spanning orders of magnitude read better on a log axis."""
     return bool(values) and min(values) > 0 and max(values) / min(values) >= 100
@@ -244,10 +306,12 @@ def pareto_figure(points: Sequence[Point], objectives: Sequence[Objective], fron
                 (knees, KNEE, {"mode": "markers", "marker": {
                     "symbol": "star", "size": 18, "color": "#ffbf00",
                     "line": {"color": "black", "width": 1}}})):
-            fig.add_trace(go.Scatter(
-                x=[p.values[j] for p in trace_points], y=[p.values[0] for p in trace_points],
-                hovertext=[hover_text(p) for p in trace_points], hoverinfo="text", name=name,
-                legendgroup=name, showlegend=col == 1, **style), row=1, col=col)
+            total = len(points) if name == OTHERS else 0  # the front and knee keep their full text
+            fig.add_trace(_scatter(
+                len(trace_points), x=[p.values[j] for p in trace_points],
+                y=[p.values[0] for p in trace_points], hovertext=hover_texts(trace_points, total),
+                hoverinfo="text", name=name, legendgroup=name, showlegend=col == 1, **style),
+                row=1, col=col)
         fig.update_xaxes(title_text=objectives[j].label, row=1, col=col,
                          type="log" if _log_scale([p.values[j] for p in points]) else "linear")
         fig.update_yaxes(title_text=objectives[0].label, row=1, col=col)
@@ -276,8 +340,8 @@ def history_figure(points: Sequence[Point], objectives: Sequence[Objective]) -> 
             pick = max if objective.maximize else min
             best.append(pick(best[-1], value) if best else value)
         numbers = [p.number for p in ordered]
-        fig.add_trace(go.Scatter(x=numbers, y=values, mode="markers", name=objective.name,
-                                 hovertext=[hover_text(p) for p in ordered], hoverinfo="text"),
+        fig.add_trace(_scatter(len(ordered), x=numbers, y=values, mode="markers", name=objective.name,
+                               hovertext=hover_texts(ordered, len(ordered)), hoverinfo="text"),
                       row=1, col=col)
         fig.add_trace(go.Scatter(x=numbers, y=best, mode="lines", name=f"best {objective.name}",
                                  line={"shape": "hv"}), row=1, col=col)
@@ -306,9 +370,12 @@ def family_activation_figure(points: Sequence[Point], metric: str = "accuracy") 
     fig = go.Figure()
     for activation in activations:
         group = [p for p in points if str(p.arch.get("activation")) == activation and metric in p.metrics]
+        many = len(points) > LARGE
         fig.add_trace(go.Box(x=[str(p.arch.get("family")) for p in group],
-                             y=[p.metrics[metric] for p in group], name=activation, boxpoints="all",
-                             jitter=0.3, hovertext=[hover_text(p) for p in group], hoverinfo="text"))
+                             y=[p.metrics[metric] for p in group], name=activation,
+                             boxpoints=False if many else "all", jitter=0.3,
+                             hovertext=None if many else [hover_text(p) for p in group],
+                             hoverinfo=None if many else "text"))
     unit = vocab.METRICS.get(metric).unit if metric in vocab.METRICS else ""
     fig.update_layout(title=f"{metric} by layer family and activation", boxmode="group",
                       xaxis_title="family", yaxis_title=f"{metric} ({unit})",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -11,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import vocab
 from automl_nn.config import RULES, ByOption, Range, failure_budget, parse_param
+from automl_nn.results import decide
 from automl_nn.storage import record
 from automl_nn.storage.record import TrialRecord
 from automl_nn.study import front, objective_names
@@ -36,22 +38,29 @@ def trial_row(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
     return row
 
 
-def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
+Trials = Sequence[FrozenTrial] | None  # trials already read (at least record.SUMMARY_KEYS); None reads them
+
+
+def _summaries(study: optuna.Study, trials: Trials) -> Sequence[FrozenTrial]:
+    return record.read_summaries(study) if trials is None else trials
+
+
+def front_rows(study: optuna.Study, trials: Trials = None) -> list[dict[str, Any]]:
     """The Pareto front (best trial for single-objective studies) as flat records."""
     names = objective_names(study)
-    return [trial_row(t, names) for t in front(study)]
+    return [trial_row(t, names) for t in record.reread(study, front(study, _summaries(study, trials)))]
 
 
-def state_counts(study: optuna.Study) -> dict[str, int]:
-    counts = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+def state_counts(study: optuna.Study, trials: Trials = None) -> dict[str, int]:
+    counts = Counter(t.state.name.lower() for t in _summaries(study, trials))
     return {state.name.lower(): counts.get(state.name.lower(), 0) for state in TrialState}
 
 
-def trial_counts(study: optuna.Study) -> dict[str, int]:
+def trial_counts(study: optuna.Study, trials: Trials = None) -> dict[str, int]:
     """What the trials count as: `trained` ones toward --trials; `failed` ones (FAIL, and diverged:
     COMPLETE with placeholder values) and `infeasible` ones not; `budget_used` of `failure_budget`
     failed trials (stale and interrupted ones are run again and do not count)."""
-    trials = study.get_trials(deepcopy=False)
+    trials = _summaries(study, trials)
     config = study.user_attrs.get("config", {})
     stored = config.get("max_failures")
     return {
@@ -77,10 +86,10 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     """Everything `show` prints: identity, objectives with units, trial states, front, warnings."""
     config = study.user_attrs.get("config", {})
     names = objective_names(study)
-    failures = Counter(rec.failure for rec in map(TrialRecord.of, study.get_trials(deepcopy=False))
-                       if rec.failure is not None)
-    best = front(study)
-    warm = portfolio_trials(study)
+    trials = record.read_summaries(study)
+    failures = Counter(rec.failure for rec in map(TrialRecord.of, trials) if rec.failure is not None)
+    best = record.reread(study, front(study, trials))
+    warm = portfolio_trials(study, trials)
     rows = [trial_row(t, names) for t in best]
     if warm:  # which of the best came from the warm-start portfolio
         rows = [{**row, "portfolio": warm.get(row["trial"], {}).get("point")} for row in rows]
@@ -90,13 +99,14 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         "defaults": config.get("defaults", "plain"),
         "objectives": [_objective_info(name, d) for name, d in zip(names, study.directions,
                                                                    strict=True)],
-        "states": state_counts(study),
-        "counts": trial_counts(study),
+        "states": state_counts(study, trials),
+        "counts": trial_counts(study, trials),
         "fail_reasons": dict(failures),
         "front": rows,
+        "knee": None if (knee := decide.knee(study, best)) is None else knee.number,
         "portfolio": list(warm.values()),
-        "pruning": pruning_summary(study),
-        "time": time_summary(study),
+        "pruning": pruning_summary(study, trials),
+        "time": time_summary(study, trials),
         "warnings": edge_warnings(config.get("space", {}), best),
     }
 
@@ -105,10 +115,10 @@ TIME_LABELS = {"train": "training steps", "eval": "evaluation", "metrics": "stat
                "storage": "storage", "artifacts": "artifacts", "other": "other"}
 
 
-def time_summary(study: optuna.Study) -> dict[str, Any]:
+def time_summary(study: optuna.Study, trials: Trials = None) -> dict[str, Any]:
     """Seconds per part of the trials (record.TIME_PARTS), summed over those that recorded them."""
-    timed = [rec for t in study.get_trials(deepcopy=False, states=record.FINISHED)
-             if (rec := TrialRecord.of(t)).time]
+    timed = [rec for t in _summaries(study, trials)
+             if t.state in record.FINISHED and (rec := TrialRecord.of(t)).time]
     return {"trials": len(timed), "seconds": record.time_totals(timed)}
 
 
@@ -123,10 +133,10 @@ def time_line(summary: dict[str, Any]) -> str | None:
     return f"time of {summary['trials']} trial(s): {total:.1f} s; {parts}"
 
 
-def portfolio_trials(study: optuna.Study) -> dict[int, dict[str, Any]]:
+def portfolio_trials(study: optuna.Study, trials: Trials = None) -> dict[int, dict[str, Any]]:
     """The trials enqueued from the warm-start portfolio: number -> trial, point name, state."""
     out = {}
-    for trial in study.get_trials(deepcopy=False):
+    for trial in _summaries(study, trials):
         point = TrialRecord.of(trial).portfolio
         if point is not None:
             out[trial.number] = {"trial": trial.number, "point": point,
@@ -134,7 +144,7 @@ def portfolio_trials(study: optuna.Study) -> dict[int, dict[str, Any]]:
     return out
 
 
-def pruning_summary(study: optuna.Study) -> dict[str, int]:
+def pruning_summary(study: optuna.Study, trials: Trials = None) -> dict[str, int]:
     """Pruned and infeasible trials, and the training epochs they saved.
 
     `epochs_planned` is what the finished trials' candidates asked for; `epochs_trained` what they
@@ -142,8 +152,8 @@ def pruning_summary(study: optuna.Study) -> dict[str, int]:
     did not finish and those of infeasible candidates, which never trained. Diverged trials are
     failures, left out as failed ones are.
     """
-    finished = [rec for t in study.get_trials(deepcopy=False, states=record.FINISHED)
-                if not (rec := TrialRecord.of(t)).is_diverged]
+    finished = [rec for t in _summaries(study, trials)
+                if t.state in record.FINISHED and not (rec := TrialRecord.of(t)).is_diverged]
     planned = sum(t.planned_epochs for t in finished)
     trained = sum(t.trained_epochs for t in finished)
     by_constraints = sum(t.planned_epochs - t.trained_epochs for t in finished if t.is_infeasible)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -94,6 +95,28 @@ def check_hash(path: Path, expected: str, what: str = "") -> None:
         raise StorageError(f"{what or f'weights file {path}'}: SHA-256 {actual[:16]}... does not match "
                            f"the recorded {expected[:16]}...; the file was changed or corrupted and was "
                            "not loaded.")
+
+
+@dataclass
+class FrontWeights:
+    """`--keep-weights pareto` after every trial, incrementally: the weights of complete trials
+    that are off the front go.
+
+    Only two kinds of trial can have left the front since the last call: complete trials this
+    process has not seen yet, and those on the front last time. Each complete trial is looked at
+    when first seen and again only if it was on the front, so a 10,000-trial study costs a set
+    lookup per trial, not a removal attempt for every trial whose weights went long ago.
+    """
+
+    store: FileSystemArtifactStore
+    _seen: set[int] = field(default_factory=set, repr=False)
+    _front: list[FrozenTrial] = field(default_factory=list, repr=False)
+
+    def update(self, trials: Sequence[FrozenTrial], best: Sequence[FrozenTrial]) -> None:
+        new = [t for t in trials if t.state == TrialState.COMPLETE and t._trial_id not in self._seen]
+        self._seen.update(t._trial_id for t in new)
+        drop_off_front([*new, *self._front], self.store, {t.number for t in best})
+        self._front = list(best)
 
 
 def drop_off_front(trials: Sequence[FrozenTrial], store: FileSystemArtifactStore,

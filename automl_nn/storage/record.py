@@ -25,13 +25,16 @@ parsed here only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
@@ -39,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn import vocab
 from automl_nn.errors import StorageError
-from automl_nn.storage.recovery import STALE, set_user_attrs
+from automl_nn.storage.recovery import STALE, retrying, set_user_attrs
 
 CANDIDATE = "candidate"
 SEED = "seed"
@@ -194,6 +197,7 @@ class TrialRecord:
     effective_widths: tuple[int, ...] | None
     time: dict[str, float]  # seconds per TIME_PARTS and `trial`; empty for trials before it existed
     portfolio: str | None = None  # the known-good point it trains, when it came from the portfolio
+    epochs_trained: int = 0  # the `epochs_trained` attribute (what a summary read carries), else len(epochs)
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
@@ -210,10 +214,11 @@ class TrialRecord:
                params: Mapping[str, Any], attrs: Mapping[str, Any]) -> TrialRecord:
         seed = attrs.get(SEED)
         widths = attrs.get(EFFECTIVE_WIDTHS)
+        epochs = _epochs(attrs)
         return cls(
             number=number, state=state, values=tuple(values or ()),
             params=dict(params), candidate=dict(attrs.get(CANDIDATE) or {}),
-            seed=int(seed) if seed is not None else None, epochs=_epochs(attrs),
+            seed=int(seed) if seed is not None else None, epochs=epochs,
             metrics=_numbers(attrs, ""), test=_numbers(attrs, TEST_PREFIX),
             infeasible=_text(attrs.get(INFEASIBLE)), diverged=_text(attrs.get(DIVERGED)),
             pruned_by=attrs.get(PRUNED_BY),
@@ -221,6 +226,7 @@ class TrialRecord:
             effective_widths=tuple(int(w) for w in widths) if widths is not None else None,
             time=_seconds(attrs.get(TIME)),
             portfolio=_text(attrs.get(PORTFOLIO)),
+            epochs_trained=_count(attrs.get(EPOCHS_TRAINED), len(epochs)),
         )
 
     @property
@@ -264,7 +270,7 @@ class TrialRecord:
     @property
     def trained_epochs(self) -> int:
         """Epochs the trial actually trained (0 for an infeasible one)."""
-        return len(self.epochs)
+        return self.epochs_trained
 
     def epoch_values(self, epoch: int) -> dict[str, float] | None:
         """Trained metrics after `epoch` epochs (None if not reached).
@@ -312,6 +318,10 @@ def time_totals(records: Iterable[TrialRecord]) -> dict[str, float]:
         for part in totals:
             totals[part] += rec.time.get(part, 0.0)
     return totals
+
+
+def _count(value: Any, default: int) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
 def _text(value: Any) -> str | None:
@@ -440,3 +450,123 @@ def front(trials: Sequence[FrozenTrial],
         return [min(feasible, key=lambda t: (sign * t.values[0], t.number))]
     best = _get_pareto_front_trials_by_trials(feasible, directions)
     return sorted(best, key=lambda t: (sign * t.values[0], t.number))
+
+
+@dataclass
+class Tally:
+    """What a search asks of its study after every trial (how many count toward --trials, which
+    failed, the front), kept up to date incrementally.
+
+    A finished trial (COMPLETE, PRUNED or FAIL) never changes, so each is looked at once per
+    process, and the front of the new ones is taken together with the last front (a trial off the
+    front stays off it). After every trial of a 10,000-trial study that costs a set lookup per
+    trial, not a pass of every trial through every question.
+    """
+
+    directions: Sequence[optuna.study.StudyDirection]
+    done: int = 0
+    failures: list[TrialRecord] = field(default_factory=list)  # counts_as_failure, in order seen
+    best: list[FrozenTrial] = field(default_factory=list)
+    _seen: set[int] = field(default_factory=set, repr=False)
+
+    def update(self, trials: Iterable[FrozenTrial]) -> Tally:
+        new = [t for t in trials if t.state.is_finished() and t._trial_id not in self._seen]
+        if new:
+            self._seen.update(t._trial_id for t in new)
+            self.done += count_done(new)
+            self.failures += [TrialRecord.of(t) for t in new if counts_as_failure(t)]
+            self.best = front([*self.best, *new], self.directions)
+        return self
+
+
+# ---- summary reads: every trial's state and values, and a few attributes -------------------------
+
+# What `show`, `pareto` and `report`'s counts need of every trial; the front's few trials are then
+# read in full (`reread`).
+SUMMARY_KEYS = (INFEASIBLE, SKIPPED, DIVERGED, FAIL_REASON, PORTFOLIO, TIME, EPOCHS_TRAINED, CANDIDATE)
+
+
+def read_summaries(study: optuna.Study, keys: Iterable[str] = SUMMARY_KEYS, *,
+                   params: bool = False) -> list[FrozenTrial]:
+    """Every trial of `study`, by number, with its state, values, start and end times and only the
+    user attributes named in `keys`; its params and their distributions with `params`; never its
+    system attributes or intermediate values.
+
+    On an RDB storage three plain SQL reads in one transaction, about a tenth of Optuna's full
+    load, which builds an ORM object for every attribute row. States are read first: a trial
+    finished by then already has its values and attributes (Optuna writes a trial's values with its
+    final state, in one commit), and rows of trials that start later are ignored, so concurrent
+    writers never yield a finished trial without its values. Other storages (a journal is replayed
+    in full anyway) return their full trials.
+    """
+    backend = _rdb_backend(study)
+    if backend is None:
+        return study.get_trials(deepcopy=False)
+    wanted = tuple(dict.fromkeys(keys))
+    return retrying(f"trial summaries of study {study.study_name}",
+                    lambda: _summaries(backend, study._study_id, wanted, params), kind="read")
+
+
+def reread(study: optuna.Study, trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The full records of a few trials (the front, after `read_summaries`), in the same order."""
+    return [study._storage.get_trial(t._trial_id) for t in trials]
+
+
+def read_front(study: optuna.Study) -> list[FrozenTrial]:
+    """`front` of the study's trials, read fast: every trial's summary, then the front's in full."""
+    return reread(study, front(read_summaries(study), study.directions))
+
+
+def _rdb_backend(study: optuna.Study) -> RDBStorage | None:
+    storage = study._storage
+    backend = storage._backend if isinstance(storage, _CachedStorage) else storage
+    return backend if isinstance(backend, RDBStorage) else None
+
+
+def _summaries(storage: RDBStorage, study_id: int, keys: tuple[str, ...],
+               with_params: bool) -> list[FrozenTrial]:
+    model: Any = models
+    trials, values, attrs, params = (model.TrialModel.__table__, model.TrialValueModel.__table__,
+                                     model.TrialUserAttributeModel.__table__,
+                                     model.TrialParamModel.__table__)
+    of_study = trials.c.study_id == study_id
+    with storage.engine.connect() as connection, connection.begin():
+        rows = connection.execute(sqlalchemy.select(
+            trials.c.trial_id, trials.c.number, trials.c.state, trials.c.datetime_start,
+            trials.c.datetime_complete).where(of_study)).all()
+        value_rows = connection.execute(sqlalchemy.select(
+            values.c.trial_id, values.c.objective, values.c.value, values.c.value_type)
+            .join(trials, trials.c.trial_id == values.c.trial_id).where(of_study)).all()
+        attr_rows = connection.execute(sqlalchemy.select(
+            attrs.c.trial_id, attrs.c.key, attrs.c.value_json)
+            .join(trials, trials.c.trial_id == attrs.c.trial_id)
+            .where(of_study, attrs.c.key.in_(keys))).all() if keys else []
+        param_rows = connection.execute(sqlalchemy.select(
+            params.c.trial_id, params.c.param_name, params.c.param_value, params.c.distribution_json)
+            .join(trials, trials.c.trial_id == params.c.trial_id).where(of_study)
+            .order_by(params.c.param_id)).all() if with_params else []
+    objectives: dict[int, dict[int, float]] = {}
+    for trial_id, objective, value, kind in value_rows:
+        objectives.setdefault(trial_id, {})[objective] = \
+            model.TrialValueModel.stored_repr_to_value(value, kind)
+    user_attrs: dict[int, dict[str, Any]] = {}
+    for trial_id, key, value_json in attr_rows:
+        user_attrs.setdefault(trial_id, {})[key] = json.loads(value_json)
+    sampled: dict[int, tuple[dict[str, Any], dict[str, BaseDistribution]]] = {}
+    parsed: dict[str, BaseDistribution] = {}  # a search's trials share a few distributions
+    for trial_id, name, value, text in param_rows:
+        distribution = parsed.get(text) or parsed.setdefault(text, json_to_distribution(text))
+        chosen, spaces = sampled.setdefault(trial_id, ({}, {}))
+        chosen[name], spaces[name] = distribution.to_external_repr(value), distribution
+    out = []
+    for trial_id, number, state, started, completed in sorted(rows, key=lambda r: r[1]):
+        state = TrialState(state)
+        found = objectives.get(trial_id, {}) if state == TrialState.COMPLETE else {}
+        out.append(FrozenTrial(
+            number=number, state=state, value=None,
+            values=[found[i] for i in sorted(found)] or None,
+            datetime_start=started, datetime_complete=completed,
+            params=sampled.get(trial_id, ({}, {}))[0], distributions=sampled.get(trial_id, ({}, {}))[1],
+            user_attrs=user_attrs.get(trial_id, {}), system_attrs={}, intermediate_values={},
+            trial_id=trial_id))
+    return out
