@@ -118,20 +118,22 @@ class EpochValues:
 
 
 class _Table:
-    """The finished, trained trials' values at one epoch, as arrays oriented lower-is-better, in
-    trial-number order; `completed` counts the COMPLETE ones (with or without that epoch)."""
+    """The finished, trained trials' values at one epoch, as arrays oriented lower-is-better, in the
+    order the trials were seen; `completed` counts the COMPLETE ones (with or without that epoch)."""
 
     def __init__(self) -> None:
         self.ids: set[int] = set()
         self.points: list[EpochValues] = []
         self.completed = 0
+        self._numbers = np.empty(0, dtype=int)
         self._static = np.empty((0, 0))
         self._trained = np.empty((0, 0))
 
     def extend(self, pruner: ParetoPruner, epoch: int, finished: Sequence[FrozenTrial],
                parsed: dict[int, TrialRecord] | None = None) -> _Table:
         """Add the finished trials not in the table yet (a finished trial's record never changes);
-        `parsed`: records by trial id already parsed for another epoch's table (filled in here)."""
+        `parsed`: records by trial id already parsed for another epoch's table (filled in here).
+        New rows are appended, so a table of 10,000 trials grows by the new trials' rows only."""
         new = [t for t in finished if t._trial_id not in self.ids]
         if not new:
             return self
@@ -142,10 +144,12 @@ class _Table:
         self.completed += sum(1 for t in records if t.state == TrialState.COMPLETE)
         found = [p for t in records if (p := pruner.point(t, epoch)) is not None]
         if found:
-            self.points = sorted(self.points + found, key=lambda p: p.number)
-            self._static = np.array([[_loss(n, p.static[n]) for n in sorted(p.static)] for p in self.points])
-            self._trained = np.array([[_loss(n, p.trained[n]) for n in sorted(p.trained)]
-                                      for p in self.points])
+            self.points += found
+            self._numbers = np.concatenate([self._numbers, [p.number for p in found]])
+            self._static = _stack(self._static, [[_loss(n, p.static[n]) for n in sorted(p.static)]
+                                                 for p in found])
+            self._trained = _stack(self._trained, [[_loss(n, p.trained[n]) for n in sorted(p.trained)]
+                                                   for p in found])
         return self
 
     def first_dominator(self, pruner: ParetoPruner, current: EpochValues) -> EpochValues | None:
@@ -158,9 +162,15 @@ class _Table:
         gaps = np.array([_gap(n, current.trained[n], pruner.settings.margin) for n in names])
         cheaper = (self._static <= static).all(axis=1) if static.size else np.ones(len(self.points), bool)
         better = (self._trained < trained - gaps).all(axis=1)
-        numbers = np.array([p.number for p in self.points])
-        hits = np.flatnonzero(cheaper & better & (numbers != current.number))
-        return self.points[int(hits[0])] if hits.size else None
+        hits = np.flatnonzero(cheaper & better & (self._numbers != current.number))
+        if not hits.size:
+            return None
+        return self.points[int(hits[np.argmin(self._numbers[hits])])]
+
+
+def _stack(table: np.ndarray, rows: list[list[float]]) -> np.ndarray:
+    block = np.array(rows, dtype=float)  # (len(rows), objectives of that kind); 0 columns is fine
+    return block if table.shape[0] == 0 else np.vstack([table, block])
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
@@ -55,7 +56,11 @@ INFEASIBLE_LIMIT = 100
 # Candidates in a row skipped because they would not finish before the deadline: the search ends.
 SKIP_LIMIT = 3
 # Failures that say nothing about the configuration: they never enter the breaker's window.
-CIRCUMSTANTIAL = ("oom", "stale", "interrupted")
+CIRCUMSTANTIAL = ("oom", "stale", "interrupted", record.SURPLUS)
+
+
+class Surplus(Exception):
+    """A trial created beyond the study's target by a racing worker; closed FAIL (`surplus`)."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -74,6 +79,10 @@ class Budget(Protocol):
     """
 
     def more(self, study: optuna.Study, trial: FrozenTrial | None) -> bool: ...
+
+    def admits(self, study: optuna.Study, trial: optuna.Trial) -> bool:
+        """Whether a trial just created (RUNNING, nothing sampled yet) is within the target; one
+        that is not is closed unrun (`surplus`)."""
 
 
 @dataclass
@@ -95,6 +104,18 @@ class StudyBudget:
         if self.count_running:
             done += len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         return done < self.target
+
+    def admits(self, study: optuna.Study, trial: optuna.Trial) -> bool:
+        """With `count_running`, exact under races: workers that checked `more` at the same moment
+        each create a trial, and only those whose rank (trained trials, plus running ones created
+        before it) is below the target go on; the others close theirs unrun. Trial numbers come from
+        the storage, so every worker ranks the same way."""
+        if not self.count_running:
+            return True
+        trials = study.get_trials(deepcopy=False)
+        self.tally = self.tally or record.Tally(study.directions)
+        ahead = sum(1 for t in trials if t.state == TrialState.RUNNING and t.number < trial.number)
+        return self.tally.update(trials).done + ahead < self.target
 
 
 @dataclass
@@ -259,6 +280,12 @@ class GracefulStop:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[GracefulStop]:
+        """The handlers, for the duration of a search. Off the main thread (a joblib task on a
+        Dask or Ray worker) Python allows no signal handlers: the host process owns its signals,
+        and a worker it kills leaves a stale trial that the heartbeat fails and retries."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
         previous = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS}
         try:
             yield self
@@ -286,12 +313,17 @@ class _GuardedTrial:
     runner: TrialRunner
     graceful: GracefulStop
     heartbeat: recovery.Heartbeat
+    budget: Budget
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float]:
         with recovery.hold_lease(trial.storage, trial._trial_id, self.heartbeat.interval):
             if self.graceful.pending is not None:  # the signal came between ask() and here
                 mark_failed(trial, "interrupted", f"stopped by {signal.Signals(self.graceful.pending).name}")
                 self.graceful.raise_if_pending()
+            if not self.budget.admits(trial.study, trial):
+                record.write_failure(trial, record.SURPLUS, "the study reached its target while this "
+                                     "trial was being created (another worker took the last one); not run")
+                raise Surplus(f"trial {trial.number} is beyond the study's target: not run")
             with self.graceful.in_trial():
                 return self.runner(trial)
 
@@ -352,7 +384,7 @@ def run_search(
         try:
             graceful.raise_if_pending()
             left = None if config.deadline is None else max(0.0, config.deadline - time.time())
-            study.optimize(_GuardedTrial(runner, graceful, beat), timeout=left,
+            study.optimize(_GuardedTrial(runner, graceful, beat, budget), timeout=left,
                            catch=(Exception,), callbacks=[stopper])
         except AssertionError as exc:  # Optuna's own check, raised over a failed final write
             failure = recovery.storage_failure(exc)

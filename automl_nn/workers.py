@@ -153,6 +153,9 @@ class SharedBudget:
         self.holding = holding  # multiprocessing Array("b"): does slot i hold a ticket
         self.index = index
 
+    def admits(self, _study: optuna.Study, _trial: optuna.Trial) -> bool:
+        return True  # a process runs a trial only while it holds a ticket
+
     def more(self, _study: optuna.Study, trial: FrozenTrial | None) -> bool:
         with self.tickets.get_lock():
             if trial is not None and record.counts_toward_budget(trial):

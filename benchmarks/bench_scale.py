@@ -185,31 +185,32 @@ def copy_storage(url: str, suffix: str) -> str:
     return f"{server}/{copy}"
 
 
-def optuna_ask_tell(url: str, name: str, trials: int, seed: int = 0) -> list[float]:
+def optuna_ask_tell(url: str, name: str, spaces: Sequence[Any], seed: int = 0) -> list[float]:
     """Seconds of each of Optuna's own ask + tell on the study's history after its first load:
-    the default sampler (multivariate TPE), each ask with the distributions of a stored trial (the
-    space is conditional on the family, as a search's is), each tell with jittered values."""
+    the default sampler (multivariate TPE), each ask with the distributions one of the search's
+    new trials sampled (the same parameters, in the same order), each tell with jittered values."""
     import optuna
 
     from automl_nn.storage import backends
 
     study = optuna.load_study(study_name=name, storage=backends.open_storage(url),
                               sampler=optuna.samplers.TPESampler(seed=seed))
-    templates = [t for t in study.get_trials(deepcopy=False) if t.values is not None]  # the first load
+    values = [t.values for t in study.get_trials(deepcopy=False) if t.values is not None]  # first load
     rng = random.Random(seed)
     seconds = []
-    for _ in range(trials):
-        template = rng.choice(templates)
+    for distributions in spaces:
         started = time.perf_counter()
-        trial = study.ask(fixed_distributions=template.distributions)
-        study.tell(trial, [v * rng.uniform(0.9, 1.1) for v in template.values])
+        trial = study.ask(fixed_distributions=dict(distributions))
+        study.tell(trial, [v * rng.uniform(0.9, 1.1) for v in rng.choice(values)])
         seconds.append(time.perf_counter() - started)
     return seconds
 
 
-def search_overhead(url: str, name: str, trials: int, workdir: Path) -> list[dict[str, float]]:
+def search_overhead(url: str, name: str, trials: int,
+                    workdir: Path) -> tuple[list[dict[str, float]], list[Any]]:
     """Resume `automl-nn search` on the study for `trials` more trials, in this process; per trial
-    (the first left out) its cycle (start to the next trial's start) and the parts of its time record."""
+    (the first left out) its cycle (start to the next trial's start) and the parts of its time
+    record, and the distributions each new trial sampled."""
     import optuna
 
     from automl_nn import cli
@@ -234,7 +235,7 @@ def search_overhead(url: str, name: str, trials: int, workdir: Path) -> list[dic
         parts = record.TrialRecord.of(trial).time
         rows.append({"cycle": cycle, **parts,
                      "overhead": cycle - parts.get("train", 0.0) - parts.get("eval", 0.0)})
-    return rows
+    return rows, [t.distributions for t in new[1:-1]]
 
 
 SEARCH_AGAIN = ["search", *SOURCE_SEARCH]
@@ -243,31 +244,43 @@ SEARCH_AGAIN = ["search", *SOURCE_SEARCH]
 def overhead(url: str, name: str, trials: int, workdir: Path) -> dict[str, float]:
     """Median per-trial seconds: Optuna's ask + tell, and the search's cycle, training,
     evaluation and what the rest costs (the overhead), side by side in this process."""
-    reference = optuna_ask_tell(copy_storage(url, "optuna"), name, trials)
-    ours = search_overhead(copy_storage(url, "search"), name, trials + 2, workdir)
+    ours, spaces = search_overhead(copy_storage(url, "search"), name, trials + 2, workdir)
+    reference = optuna_ask_tell(copy_storage(url, "optuna"), name, spaces)
     median = {key: statistics.median(row.get(key, 0.0) for row in ours)
               for key in ("cycle", "train", "eval", "metrics", "storage", "artifacts", "other", "overhead")}
-    return {"ask_tell": statistics.median(reference), **median, "trials": len(ours)}
+    # paired: the same trial's parameters asked of Optuna alone (sampling cost varies with them)
+    beyond = statistics.median(row["overhead"] - ask for row, ask in zip(ours, reference, strict=True))
+    return {"ask_tell": statistics.median(reference), **median, "beyond": beyond, "trials": len(ours)}
 
 
 # ---- artifacts ---------------------------------------------------------------------------------------
 
 
 def artifact_bytes(workdir: Path) -> dict[str, float]:
-    """Bytes per trial of the source study's kept weights and predictions (what a trial keeps)."""
+    """Bytes per trial of the source study's kept weights and predictions (what a real trial of
+    the digits search keeps), found through the trials' artifact ids."""
+    import optuna
+
+    from automl_nn.storage import backends, record
+
     folder = workdir / "source-artifacts"
-    files = [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
-    weights = [p.stat().st_size for p in files if "weights" in p.name]
-    predictions = [p.stat().st_size for p in files if "predictions" in p.name]
-    return {"weights": statistics.median(weights) if weights else 0.0,
-            "predictions": statistics.median(predictions) if predictions else 0.0,
-            "kept": len(files)}
+    study = optuna.load_study(study_name=SOURCE_NAME,
+                              storage=backends.open_storage(f"sqlite:///{workdir / 'source.db'}"))
+    sizes: dict[str, list[int]] = {"weights": [], "predictions": []}
+    for trial in study.get_trials(deepcopy=False):
+        for kind, keys in (("weights", record.WEIGHTS), ("predictions", record.PREDICTIONS)):
+            kept = record.artifact_of(trial, keys)
+            if kept is not None and (folder / kept[0]).exists():
+                sizes[kind].append((folder / kept[0]).stat().st_size)
+    return {kind: statistics.median(found) if found else 0.0 for kind, found in sizes.items()} | {
+        "kept_weights": len(sizes["weights"]), "trials": len(study.get_trials(deepcopy=False))}
 
 
 def markdown(name: str, trials: int, reads: list[dict[str, Any]], cost: dict[str, float],
              stored: dict[str, float]) -> str:
     lines = [f"{trials:,} trials ({name}), medians of the rounds:", "",
-             "| command | seconds | ratio to Optuna's load | peak RSS (MB) |", "|---|---:|---:|---:|"]
+             "| command | seconds | ratio to Optuna's load | peak RSS (MB) |", "|---|---:|---:|---:|"] \
+        if reads else [f"{trials:,} trials ({name})"]
     for row in reads:
         ratio = "" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         rss = "" if row["rss_mb"] is None else f"{row['rss_mb']:.0f}"
@@ -278,13 +291,17 @@ def markdown(name: str, trials: int, reads: list[dict[str, Any]], cost: dict[str
                   f"which training {cost['train']:.2f} s and evaluation {cost['eval']:.2f} s; overhead "
                   f"{cost['overhead'] * 1000:.0f} ms (static metrics {cost['metrics'] * 1000:.0f} ms, "
                   f"storage {cost['storage'] * 1000:.0f} ms, artifacts {cost['artifacts'] * 1000:.0f} ms, "
-                  f"other {cost['other'] * 1000:.0f} ms); overhead beyond ask+tell "
-                  f"{(cost['overhead'] - cost['ask_tell']) * 1000:.0f} ms."]
+                  f"other {cost['other'] * 1000:.0f} ms); overhead beyond ask+tell, trial by trial "
+                  f"(median of the paired differences) {cost['beyond'] * 1000:.0f} ms."]
     if stored:
         total = (stored["weights"] + stored["predictions"]) * trials / 1e6
-        lines += ["", f"Artifacts per kept trial (median): weights {stored['weights'] / 1e3:.1f} kB, "
-                  f"predictions {stored['predictions'] / 1e3:.1f} kB; kept for every trial, "
-                  f"{trials:,} trials would hold {total:.0f} MB."]
+        lines += ["", f"Artifacts per trial of the source study (median): weights "
+                  f"{stored['weights'] / 1e3:.1f} kB, predictions {stored['predictions'] / 1e3:.1f} kB; "
+                  f"at {trials:,} trials the predictions alone hold "
+                  f"{stored['predictions'] * trials / 1e6:.0f} MB and weights kept for every trial "
+                  f"would add {stored['weights'] * trials / 1e6:.0f} MB (total {total:.0f} MB); "
+                  f"`--keep-weights pareto` kept {stored['kept_weights']:.0f} of "
+                  f"{stored['trials']:.0f} trials' weights there."]
     return "\n".join(lines)
 
 
@@ -294,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--storage", default=None, help="SQLAlchemy URL (default: SQLite in --workdir)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-scale"))
     parser.add_argument("--source-trials", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the read commands (0: none)")
     parser.add_argument("--new-trials", type=int, default=8,
                         help="trials the overhead runs add (0: skip the overhead)")
     parser.add_argument("--skip", nargs="*", default=[], help="commands to leave out (e.g. report)")
@@ -306,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = f"scale{args.trials}"
     seconds = build(source, url, name, args.trials)
     print(f"# {machine()}\n# built {name}: {args.trials} trials in {seconds:.1f} s", flush=True)
-    reads = time_reads(url, name, args.workdir, args.rounds, skip=args.skip)
+    reads = time_reads(url, name, args.workdir, args.rounds, skip=args.skip) if args.rounds else []
     cost = overhead(url, name, args.new_trials, args.workdir) if args.new_trials else {}
     print(markdown(name, args.trials, reads, cost, artifact_bytes(args.workdir)))
 

@@ -210,3 +210,37 @@ def test_front_weights_go_when_a_trial_leaves_the_front_whoever_finished_it(tmp_
     keeper.update(study.get_trials(), tally.update(study.get_trials()).best)
     assert kept() == {2, 3}
     assert kept() == {t.number for t in record.front(study.get_trials(), directions)}
+
+
+def test_the_pruners_kept_tables_decide_as_a_fresh_read_does() -> None:
+    from automl_nn.config import PrunerConfig
+    from automl_nn.pruning import ParetoPruner
+
+    rng = random.Random(3)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    pruner = ParetoPruner(("accuracy", "params"), PrunerConfig(startup_trials=2))
+
+    def finished(n: int) -> None:
+        for _ in range(n):
+            trial = study.ask()
+            accuracy, params = rng.uniform(0.2, 0.9), float(rng.randint(10, 1000))
+            record.write_metrics(trial, {"params": params})
+            record.write_epoch(trial, 1, {"epoch": 1, "val_accuracy": accuracy, "val_loss": 1.0,
+                                          "seconds": 0.1})
+            study.tell(trial, [accuracy, params])
+
+    reasons = []
+    for batch in (3, 1, 20, 5, 8):  # the kept tables grow between checks
+        finished(batch)
+        running = study.ask()
+        record.write_metrics(running, {"params": float(rng.randint(10, 1000))})
+        record.write_epoch(running, 1, {"epoch": 1, "val_accuracy": rng.uniform(0.1, 0.5),
+                                        "val_loss": 1.0, "seconds": 0.1})
+        current = pruner.point(record.TrialRecord.running(running), 1)
+        assert current is not None
+        fresh = pruner.decide(current, study.get_trials(states=record.FINISHED), 1)
+        assert pruner(running, 1, 3) == fresh
+        reasons.append(fresh)
+        study.tell(running, state=TrialState.PRUNED if fresh else TrialState.FAIL)
+    assert pruner._tables, "the tables were kept between calls"
+    assert any(reasons) and not all(reasons), reasons

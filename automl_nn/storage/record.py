@@ -80,9 +80,12 @@ PREDICTIONS = ArtifactKeys("predictions_artifact", "predictions_sha256")
 LABELS = ArtifactKeys("labels_artifact", "labels_sha256")  # a study attribute: the split labels
 FAIL_MESSAGE_CHARS = 2000
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# A trial a worker on another machine created beyond the study's target (it raced another worker
+# to the last trial): closed FAIL before sampling, never run.
+SURPLUS = "surplus"
 # Failures of the run, not of the candidate: the trial is run again (a resumed search, the stale
-# trial's retry), so they do not use up the failure budget.
-RUN_FAILURES = (STALE, "interrupted")
+# trial's retry) or was never run (surplus), so they do not use up the failure budget.
+RUN_FAILURES = (STALE, "interrupted", SURPLUS)
 
 
 def epoch_key(epoch: int) -> str:
