@@ -161,8 +161,9 @@ class TrialRunner:
         clock = Clock()
         # A retry of a lost trial trains with the original trial's seed, so it repeats that trial.
         seed = trial_seed(self.config.seed, original_number(trial))
-        candidate = space.sample(trial, self.config.space, excluded_families=self.excluded,
-                                 seed=seed)
+        with clock.timing("sampling"):
+            candidate = space.sample(trial, self.config.space, excluded_families=self.excluded,
+                                     seed=seed)
         with clock.timing("storage"):
             record.write_candidate(trial, candidate.to_dict(), seed)
         self.reporter.trial_started(trial.number, candidate)

@@ -25,10 +25,10 @@ training and evaluation; the first new trial, which pays the first load, is left
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -106,6 +106,57 @@ def build(source_url: str, url: str, name: str, trials: int, seed: int = 0) -> f
     return time.perf_counter() - started
 
 
+def sqlite_copy(source: Path, target: Path) -> None:
+    """A consistent copy of an SQLite file, its write-ahead log included (SQLite's backup API)."""
+    import sqlite3
+
+    target.unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(source)) as src, \
+            contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
+GROWN_TABLES = {  # the per-trial tables a copy of a trial needs, and their columns beside trial_id
+    "trial_values": "objective, value, value_type",
+    "trial_params": "param_name, param_value, distribution_json",
+    "trial_user_attributes": "key, value_json",
+    "trial_system_attributes": "key, value_json",
+    "trial_intermediate_values": "step, intermediate_value, intermediate_value_type",
+}
+
+
+def grow(source: Path, target: Path, name: str, factor: int) -> float:
+    """An SQLite copy of a built study (`source`) grown `factor` times in SQL, for sizes where
+    `add_trials` would take the better part of an hour (100,000 trials): each round appends a copy
+    of the original trials' rows under new trial ids and numbers, its accuracy values scaled by a
+    random factor in [0.9, 1] so the copies do not tie. Returns the seconds it took."""
+    import sqlite3
+
+    started = time.perf_counter()
+    sqlite_copy(source, target)
+    db = sqlite3.connect(target)
+    try:
+        (study_id,) = db.execute("SELECT study_id FROM studies WHERE study_name = ?", (name,)).fetchone()
+        low, high, count = db.execute("SELECT min(trial_id), max(trial_id), count(*) FROM trials "
+                                      "WHERE study_id = ?", (study_id,)).fetchone()
+        for k in range(1, factor):
+            (top,) = db.execute("SELECT max(trial_id) FROM trials").fetchone()
+            offset = top + 1 - low
+            db.execute("INSERT INTO trials (trial_id, number, study_id, state, datetime_start, "
+                       "datetime_complete) SELECT trial_id + ?, number + ?, study_id, state, "
+                       "datetime_start, datetime_complete FROM trials WHERE trial_id BETWEEN ? AND ?",
+                       (offset, k * count, low, high))
+            for table, columns in GROWN_TABLES.items():
+                db.execute(f"INSERT INTO {table} (trial_id, {columns}) SELECT trial_id + ?, {columns} "
+                           f"FROM {table} WHERE trial_id BETWEEN ? AND ?", (offset, low, high))
+            db.execute("UPDATE trial_values SET value = value * (0.9 + abs(random() % 1000) / 10000.0) "
+                       "WHERE objective = 0 AND trial_id BETWEEN ? AND ?", (low + offset, high + offset))
+        db.commit()
+    finally:
+        db.close()
+    return time.perf_counter() - started
+
+
 # ---- read commands, side by side with Optuna's own load --------------------------------------------
 
 OPTUNA_LOAD = ("import optuna, sys\n"
@@ -171,7 +222,7 @@ def copy_storage(url: str, suffix: str) -> str:
     if url.startswith("sqlite:///"):
         source = Path(url.removeprefix("sqlite:///"))
         target = source.with_name(f"{source.stem}-{suffix}{source.suffix}")
-        shutil.copyfile(source, target)
+        sqlite_copy(source, target)
         return f"sqlite:///{target}"
     import sqlalchemy
 
@@ -179,6 +230,10 @@ def copy_storage(url: str, suffix: str) -> str:
     copy = f"{database}_{suffix}"
     engine = sqlalchemy.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
+        # a template must have no other sessions: this process's own pooled ones included
+        connection.execute(sqlalchemy.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name "
+            "AND pid <> pg_backend_pid()"), {"name": database})
         connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{copy}"'))
         connection.execute(sqlalchemy.text(f'CREATE DATABASE "{copy}" TEMPLATE "{database}"'))
     engine.dispose()
@@ -234,7 +289,8 @@ def search_overhead(url: str, name: str, trials: int,
         cycle = (following.datetime_start - trial.datetime_start).total_seconds()
         parts = record.TrialRecord.of(trial).time
         rows.append({"cycle": cycle, **parts,
-                     "overhead": cycle - parts.get("train", 0.0) - parts.get("eval", 0.0)})
+                     "overhead": cycle - parts.get("train", 0.0) - parts.get("eval", 0.0),
+                     "own": cycle - sum(parts.get(p, 0.0) for p in ("train", "eval", "sampling"))})
     return rows, [t.distributions for t in new[1:-1]]
 
 
@@ -247,7 +303,8 @@ def overhead(url: str, name: str, trials: int, workdir: Path) -> dict[str, float
     ours, spaces = search_overhead(copy_storage(url, "search"), name, trials + 2, workdir)
     reference = optuna_ask_tell(copy_storage(url, "optuna"), name, spaces)
     median = {key: statistics.median(row.get(key, 0.0) for row in ours)
-              for key in ("cycle", "train", "eval", "metrics", "storage", "artifacts", "other", "overhead")}
+              for key in ("cycle", "train", "eval", "metrics", "sampling", "storage", "artifacts", "other",
+                          "overhead", "own")}
     # paired: the same trial's parameters asked of Optuna alone (sampling cost varies with them)
     beyond = statistics.median(row["overhead"] - ask for row, ask in zip(ours, reference, strict=True))
     return {"ask_tell": statistics.median(reference), **median, "beyond": beyond, "trials": len(ours)}
@@ -291,8 +348,10 @@ def markdown(name: str, trials: int, reads: list[dict[str, Any]], cost: dict[str
                   f"which training {cost['train']:.2f} s and evaluation {cost['eval']:.2f} s; overhead "
                   f"{cost['overhead'] * 1000:.0f} ms (static metrics {cost['metrics'] * 1000:.0f} ms, "
                   f"storage {cost['storage'] * 1000:.0f} ms, artifacts {cost['artifacts'] * 1000:.0f} ms, "
-                  f"other {cost['other'] * 1000:.0f} ms); overhead beyond ask+tell, trial by trial "
-                  f"(median of the paired differences) {cost['beyond'] * 1000:.0f} ms."]
+                  f"other {cost['other'] * 1000:.0f} ms, sampling {cost['sampling'] * 1000:.0f} ms); "
+                  f"overhead beyond ask+tell, trial by trial (median of the paired differences) "
+                  f"{cost['beyond'] * 1000:.0f} ms; everything but training, evaluation and the "
+                  f"sampler's own work {cost['own'] * 1000:.0f} ms."]
     if stored:
         total = (stored["weights"] + stored["predictions"]) * trials / 1e6
         lines += ["", f"Artifacts per trial of the source study (median): weights "
@@ -311,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--storage", default=None, help="SQLAlchemy URL (default: SQLite in --workdir)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-scale"))
     parser.add_argument("--source-trials", type=int, default=16)
+    parser.add_argument("--grow", type=int, default=1,
+                        help="SQLite: copy the built study's rows this many times over in SQL (10: "
+                        "100,000 trials from 10,000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the read commands (0: none)")
     parser.add_argument("--new-trials", type=int, default=8,
                         help="trials the overhead runs add (0: skip the overhead)")
@@ -323,9 +385,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = f"scale{args.trials}"
     seconds = build(source, url, name, args.trials)
     print(f"# {machine()}\n# built {name}: {args.trials} trials in {seconds:.1f} s", flush=True)
+    if args.grow > 1:
+        grown = args.workdir / f"scale{args.trials}x{args.grow}.db"
+        seconds = grow(Path(url.removeprefix("sqlite:///")), grown, name, args.grow)
+        url = f"sqlite:///{grown}"
+        print(f"# grown to {args.trials * args.grow} trials in SQL in {seconds:.1f} s", flush=True)
     reads = time_reads(url, name, args.workdir, args.rounds, skip=args.skip) if args.rounds else []
+    print(markdown(name, args.trials * args.grow, reads, {}, {}), flush=True)  # kept if the rest fails
     cost = overhead(url, name, args.new_trials, args.workdir) if args.new_trials else {}
-    print(markdown(name, args.trials, reads, cost, artifact_bytes(args.workdir)))
+    print(markdown(name, args.trials * args.grow, reads, cost, artifact_bytes(args.workdir)))
 
 
 if __name__ == "__main__":

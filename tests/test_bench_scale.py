@@ -36,7 +36,26 @@ def test_the_table_gives_ratios_to_optunas_load_and_the_paired_overhead() -> Non
     reads = [{"command": "Optuna load_study + get_trials", "seconds": 10.0, "ratio": 1.0, "rss_mb": 800.0},
              {"command": "show", "seconds": 2.0, "ratio": 0.2, "rss_mb": 170.0}]
     cost = {"ask_tell": 0.5, "cycle": 1.0, "train": 0.2, "eval": 0.01, "metrics": 0.0, "storage": 0.02,
-            "artifacts": 0.0, "other": 0.7, "overhead": 0.79, "beyond": 0.03, "trials": 8}
+            "artifacts": 0.0, "other": 0.1, "sampling": 0.6, "overhead": 0.79, "own": 0.19,
+            "beyond": 0.03, "trials": 8}
     text = bench_scale.markdown("big", 10_000, reads, cost, {})
     assert "| show | 2.00 | 0.20x | 170 |" in text
     assert "Optuna ask+tell 500 ms" in text and "(median of the paired differences) 30 ms" in text
+    assert "sampler's own work 190 ms" in text
+
+
+def test_grow_copies_every_trial_row_under_new_ids_and_numbers(tmp_path: Path) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    make_study(backends.open_storage(source), name=bench_scale.SOURCE_NAME, n=6)
+    built = tmp_path / "big.db"
+    bench_scale.build(source, f"sqlite:///{built}", "big", 10)
+    bench_scale.grow(built, tmp_path / "grown.db", "big", 3)
+    original = optuna.load_study(study_name="big", storage=f"sqlite:///{built}").get_trials()
+    grown = optuna.load_study(study_name="big", storage=f"sqlite:///{tmp_path / 'grown.db'}").get_trials()
+    assert [t.number for t in grown] == list(range(30))
+    for copy in grown[10:]:
+        first = original[copy.number % 10]
+        assert (copy.state, copy.params, copy.user_attrs) == (first.state, first.params, first.user_attrs)
+        if first.values is not None:
+            assert copy.values[1] == first.values[1]
+            assert 0.9 * first.values[0] <= copy.values[0] <= first.values[0]

@@ -121,8 +121,8 @@ def test_test_each_epoch_keeps_test_attempts_evaluated_after_the_trial(
 
 def test_time_record_fills_other_and_totals_add_up() -> None:
     rec = record.time_record({"train": 2.0, "eval": 0.5, "storage": 0.25, "trial": 3.0})
-    assert rec == {"train": 2.0, "eval": 0.5, "metrics": 0.0, "storage": 0.25, "artifacts": 0.0,
-                   "other": 0.25, "trial": 3.0}
+    assert rec == {"train": 2.0, "eval": 0.5, "metrics": 0.0, "sampling": 0.0, "storage": 0.25,
+                   "artifacts": 0.0, "other": 0.25, "trial": 3.0}
     assert record.time_record({"train": 1.0, "trial": 0.5})["other"] == 0.0  # never negative
     records = [TrialRecord._parse(n, TrialState.COMPLETE, None, {}, {record.TIME: rec}) for n in (0, 1)]
     assert record.time_totals(records)["train"] == 4.0 and record.time_totals(records)["trial"] == 6.0

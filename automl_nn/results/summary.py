@@ -112,7 +112,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
 
 
 TIME_LABELS = {"train": "training steps", "eval": "evaluation", "metrics": "static metrics",
-               "storage": "storage", "artifacts": "artifacts", "other": "other"}
+               "sampling": "sampling", "storage": "storage", "artifacts": "artifacts", "other": "other"}
 
 
 def time_summary(study: optuna.Study, trials: Trials = None) -> dict[str, Any]:

@@ -61,10 +61,11 @@ TEST_PREFIX = "test_"
 _EPOCH_PREFIX = "epoch"
 TIME = "time"
 # Where a trial's seconds go: the optimization steps; evaluation (validation every epoch, the test
-# split once, kept predictions); static metrics; storage (the record's writes and the pruner's
-# reads); artifacts (weights, predictions); and the rest of the trial function (sampling, building
-# the model, progress). `trial` is the whole trial function, the parts included.
-TIME_PARTS = ("train", "eval", "metrics", "storage", "artifacts", "other")
+# split once, kept predictions); static metrics; sampling (the sampler's own work, every
+# suggest); storage (the record's writes and the pruner's reads); artifacts (weights,
+# predictions); and the rest of the trial function (building the model, progress). `trial` is the
+# whole trial function, the parts included.
+TIME_PARTS = ("train", "eval", "metrics", "sampling", "storage", "artifacts", "other")
 
 
 @dataclass(frozen=True)
