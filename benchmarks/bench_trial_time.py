@@ -64,8 +64,9 @@ MEDIAN_LIMIT = 0.15  # outside training, median over trials
 LONG_TRIAL_LIMIT = 0.25  # outside training, every trial whose bare training takes >= LONG_TRIAL_S
 LONG_TRIAL_S = 5.0
 SUBSET_LIMIT = 2.3  # subset: wall / bare
-FIXED_CONV = {"family": "conv2d", "depth": 3, "width": 121, "pool": "none", "activation": "relu",
-              "kernel_size": 3, "batch_size": 64, "optimizer": "adam", "lr": 1e-3}
+# plain defaults: the image defaults would make the widths grow per stage and downsample each layer
+FIXED_CONV = {"defaults": "plain", "family": "conv2d", "depth": 3, "width": 121, "pool": "none",
+              "activation": "relu", "kernel_size": 3, "batch_size": 64, "optimizer": "adam", "lr": 1e-3}
 SEED000_NET = {"family": "conv2d_linear", "depth": 2, "width": 32, "activation": "relu",
                "kernel_size": 3}
 
