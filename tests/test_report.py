@@ -13,6 +13,7 @@ import pytest
 
 from automl_nn.results import report
 from automl_nn.storage import record
+from automl_nn.study import front as study_front
 from tests.browser import browser_context, is_real_png, needs_browser
 from tests.fake_study import DISTRIBUTIONS, make_study
 
@@ -161,7 +162,7 @@ def test_report_renders_in_chromium(study: optuna.Study, page_context: Any, tmp_
     assert sorted(counts) == sorted(PLOTS)
     front_sizes = [n for name, n in counts["pareto"] if name == report.FRONT]
     others = [n for name, n in counts["pareto"] if name == report.OTHERS]
-    assert front_sizes == [len(report.front(study))]
+    assert front_sizes == [len(study_front(study))]
     assert front_sizes[0] + others[0] == 24  # every completed trial, the failed one left out
     assert [n for name, n in counts["pareto"] if name == report.KNEE] == [1]
     assert is_real_png(shot, min_bytes=100_000)

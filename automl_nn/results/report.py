@@ -45,7 +45,7 @@ from automl_nn.results import decide, summary
 from automl_nn.results.page import figure_div, page
 from automl_nn.storage import record
 from automl_nn.storage.record import TrialRecord
-from automl_nn.study import front, objective_names
+from automl_nn.study import objective_names
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def read_report(study: optuna.Study) -> ReportData:
                   for n, d in zip(names, study.directions, strict=True)]
     trials = record.read_summaries(study, REPORT_KEYS, params=True)
     done = record.trained(trials)
-    best = record.reread(study, front(study, trials))
+    best = record.read_front(study, trials)
     knee = decide.knee(study, best)
     full = {t.number: t for t in best}
     config = study.user_attrs.get("config", {})

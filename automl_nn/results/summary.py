@@ -15,7 +15,7 @@ from automl_nn.config import RULES, ByOption, Range, failure_budget, parse_param
 from automl_nn.results import decide
 from automl_nn.storage import record
 from automl_nn.storage.record import TrialRecord
-from automl_nn.study import front, objective_names
+from automl_nn.study import objective_names
 
 ARCH_COLUMNS = ("family", "depth", "widths", "activation", "optimizer", "lr", "batch_size", "epochs")
 EDGE_FRACTION = 0.05  # within 5% of a range's span (on its own scale) counts as "at the edge"
@@ -48,7 +48,7 @@ def _summaries(study: optuna.Study, trials: Trials) -> Sequence[FrozenTrial]:
 def front_rows(study: optuna.Study, trials: Trials = None) -> list[dict[str, Any]]:
     """The Pareto front (best trial for single-objective studies) as flat records."""
     names = objective_names(study)
-    return [trial_row(t, names) for t in record.reread(study, front(study, _summaries(study, trials)))]
+    return [trial_row(t, names) for t in record.read_front(study, trials)]
 
 
 def state_counts(study: optuna.Study, trials: Trials = None) -> dict[str, int]:
@@ -88,7 +88,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     names = objective_names(study)
     trials = record.read_summaries(study)
     failures = Counter(rec.failure for rec in map(TrialRecord.of, trials) if rec.failure is not None)
-    best = record.reread(study, front(study, trials))
+    best = record.read_front(study, trials)
     warm = portfolio_trials(study, trials)
     rows = [trial_row(t, names) for t in best]
     if warm:  # which of the best came from the warm-start portfolio

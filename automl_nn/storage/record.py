@@ -516,9 +516,11 @@ def reread(study: optuna.Study, trials: Iterable[FrozenTrial]) -> list[FrozenTri
     return [study._storage.get_trial(t._trial_id) for t in trials]
 
 
-def read_front(study: optuna.Study) -> list[FrozenTrial]:
-    """`front` of the study's trials, read fast: every trial's summary, then the front's in full."""
-    return reread(study, front(read_summaries(study), study.directions))
+def read_front(study: optuna.Study, summaries: Sequence[FrozenTrial] | None = None) -> list[FrozenTrial]:
+    """`front` of the study's trials, read fast: every trial's summary (`summaries`, when read
+    already), then the front's trials in full."""
+    summaries = read_summaries(study) if summaries is None else summaries
+    return reread(study, front(summaries, study.directions))
 
 
 def _rdb_backend(study: optuna.Study) -> RDBStorage | None:
@@ -565,7 +567,7 @@ def _summaries(storage: RDBStorage, study_id: int, keys: tuple[str, ...],
     out = []
     for trial_id, number, state, started, completed in sorted(rows, key=lambda r: r[1]):
         state = TrialState(state)
-        found = objectives.get(trial_id, {}) if state == TrialState.COMPLETE else {}
+        found = objectives.get(trial_id, {})  # values come with the final state, in one commit
         out.append(FrozenTrial(
             number=number, state=state, value=None,
             values=[found[i] for i in sorted(found)] or None,
