@@ -84,7 +84,7 @@ SPACES: dict[str, dict[str, Any]] = {
         # linear, resnet in global average pool + linear
         "family": ["conv2d", "conv2d_linear", "resnet"],
         "depth": {"low": 2, "high": 4},  # stages: each halves the resolution
-        "width": {"low": 16, "high": 64, "log": True},  # channels of the first stage
+        "width": {"low": 8, "high": 64, "log": True},  # channels of the first stage
         "width_growth": [1.0, 2.0],  # channels x2 per stage, as in VGG and ResNet
         "kernel_size": [3, 5],
         **_DOWNSAMPLE,
@@ -106,7 +106,7 @@ SPACES: dict[str, dict[str, Any]] = {
     "signal": {
         "family": ["conv1d", "conv1d_linear", "linear"],
         "depth": {"low": 1, "high": 4},
-        "width": {"low": 16, "high": 128, "log": True},
+        "width": {"low": 8, "high": 128, "log": True},
         "width_growth": [1.0, 2.0],
         "kernel_size": [3, 5, 7],
         **_DOWNSAMPLE,
@@ -118,7 +118,7 @@ SPACES: dict[str, dict[str, Any]] = {
     "table": {
         "family": "linear",
         "depth": {"low": 1, "high": 3},
-        "width": {"low": 32, "high": 512, "log": True},
+        "width": {"low": 16, "high": 512, "log": True},
         "activation": _ACTIVATIONS,
         "batch_norm": [True, False],
         "dropout": {"low": 0.0, "high": 0.5},
@@ -129,15 +129,19 @@ SPACES: dict[str, dict[str, Any]] = {
 # A regression has no classes to smooth, and its loss is the error it is judged by.
 REGRESSION: dict[str, Any] = {"loss": "mse", "label_smoothing": 0.0}
 
-# Epochs: about this many training samples seen per trial, within [MIN_EPOCHS, MAX_EPOCHS]; small
-# data sets get more epochs (they are cheap), large ones the minimum.
+# Epochs: a trial sees about SAMPLES_PER_TRIAL training samples and takes at least MIN_STEPS
+# optimizer steps at a batch of STEP_BATCH, within [MIN_EPOCHS, MAX_EPOCHS]. Large data sets get
+# the minimum; small ones get more epochs, since a network needs a number of updates, not of
+# passes, and their epochs are cheap (a 200-point function fit needs hundreds of epochs).
 SAMPLES_PER_TRIAL = 20_000
-MIN_EPOCHS, MAX_EPOCHS = 5, 20
+MIN_STEPS, STEP_BATCH = 1_000, 64
+MIN_EPOCHS, MAX_EPOCHS = 5, 200
 
 
 def epochs_for(n_train: int) -> int:
     """Default epochs per trial for a training split of `n_train` samples."""
-    return max(MIN_EPOCHS, min(MAX_EPOCHS, math.ceil(SAMPLES_PER_TRIAL / max(n_train, 1))))
+    samples = max(SAMPLES_PER_TRIAL, MIN_STEPS * STEP_BATCH)
+    return max(MIN_EPOCHS, min(MAX_EPOCHS, math.ceil(samples / max(n_train, 1))))
 
 
 def space_for(mode: str, task: str, n_train: int) -> dict[str, Any]:
@@ -195,7 +199,7 @@ def _mlp(depth: int, width: int, dropout: float, batch_norm: bool = True,
 # (a cheap end and an accurate end) within a few trials.
 PORTFOLIOS: dict[str, tuple[Point, ...]] = {
     "image": (
-        Point("tiny-cnn", {**_conv("conv2d", 2, 16), **_adamw(3e-3, 1e-2), "label_smoothing": 0.0}),
+        Point("tiny-cnn", {**_conv("conv2d", 2, 12), **_adamw(3e-3, 1e-2), "label_smoothing": 0.0}),
         Point("lenet-like", {**_conv("conv2d_linear", 2, 32, kernel=5), **_adamw(1e-3, 5e-2),
                              "label_smoothing": 0.1}),
         Point("small-resnet", {**_conv("resnet", 3, 16, pool="none"), **_sgd(0.1, 5e-4),

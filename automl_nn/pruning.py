@@ -20,6 +20,7 @@ returns a reason ends the trial as PRUNED, with the reason stored as `pruned_by`
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -173,6 +174,10 @@ def _stack(table: np.ndarray, rows: list[list[float]]) -> np.ndarray:
     return block if table.shape[0] == 0 else np.vstack([table, block])
 
 
+# How often a trial's checks read the finished trials again (see ParetoPruner._finished).
+READ_SECONDS = 1.0
+
+
 @dataclass(frozen=True)
 class ParetoPruner:
     """Prunes a trial dominated at equal fidelity by a finished trial (see the module docstring).
@@ -186,6 +191,9 @@ class ParetoPruner:
     _tables: dict[tuple[int, int, int], _Table] = field(default_factory=dict, compare=False, repr=False)
     _parsed: dict[tuple[int, int], dict[int, TrialRecord]] = field(default_factory=dict, compare=False,
                                                                   repr=False)
+    # per study: (the trial that read, when, the finished trials it read)
+    _reads: dict[tuple[int, int], tuple[int, float, list[FrozenTrial]]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def __call__(self, trial: optuna.Trial, epoch: int, epochs: int) -> dict[str, Any] | None:
         if epoch >= epochs or epoch <= self.settings.warmup_epochs:
@@ -193,11 +201,22 @@ class ParetoPruner:
         current = self.point(TrialRecord.running(trial), epoch)
         if current is None:
             return None
-        finished = trial.study.get_trials(deepcopy=False, states=record.FINISHED)
         study = (id(trial.study._storage), trial.study._study_id)
+        finished = self._finished(trial, study)
         table = self._tables.setdefault((*study, epoch), _Table()).extend(
             self, epoch, finished, self._parsed.setdefault(study, {}))
         return self._decide(current, table, epoch)
+
+    def _finished(self, trial: optuna.Trial, study: tuple[int, int]) -> list[FrozenTrial]:
+        """The study's finished trials, read at each trial's first check and then at most every
+        READ_SECONDS: a trial of many short epochs would otherwise spend most of its time reading
+        the storage. A trial another worker finishes is seen up to that much later."""
+        last = self._reads.get(study)
+        now = time.monotonic()
+        if last is None or last[0] != trial.number or now - last[1] >= READ_SECONDS:
+            last = (trial.number, now, trial.study.get_trials(deepcopy=False, states=record.FINISHED))
+            self._reads[study] = last
+        return last[2]
 
     def decide(self, current: EpochValues, finished: Sequence[FrozenTrial],
                epoch: int) -> dict[str, Any] | None:

@@ -78,7 +78,9 @@ class Budget(Protocol):
     study each hold their own Budget; see automl_nn.workers for the shared one.
     """
 
-    def more(self, study: optuna.Study, trial: FrozenTrial | None) -> bool: ...
+    def more(self, study: optuna.Study, trial: FrozenTrial | None,
+             trials: Sequence[FrozenTrial] | None = None) -> bool:
+        """`trials`: the study's trials as the caller just read them (None: read them)."""
 
     def admits(self, study: optuna.Study, trial: optuna.Trial) -> bool:
         """Whether a trial just created (RUNNING, nothing sampled yet) is within the target; one
@@ -98,11 +100,13 @@ class StudyBudget:
 
     tally: record.Tally | None = field(default=None, repr=False)
 
-    def more(self, study: optuna.Study, trial: FrozenTrial | None) -> bool:
+    def more(self, study: optuna.Study, trial: FrozenTrial | None,
+             trials: Sequence[FrozenTrial] | None = None) -> bool:
+        trials = study.get_trials(deepcopy=False) if trials is None else trials
         self.tally = self.tally or record.Tally(study.directions)
-        done = self.tally.update(study.get_trials(deepcopy=False)).done
+        done = self.tally.update(trials).done
         if self.count_running:
-            done += len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            done += sum(1 for t in trials if t.state == TrialState.RUNNING)
         return done < self.target
 
     def admits(self, study: optuna.Study, trial: optuna.Trial) -> bool:
@@ -159,7 +163,7 @@ class _Stopper:
         if self.skipped >= SKIP_LIMIT:  # the time left fits no candidate the sampler proposes
             log.info("%d candidates in a row would not finish before the deadline: stopping", self.skipped)
         ended = self.tripped is not None or self.skipped >= SKIP_LIMIT
-        if ended or tally.done >= self.target or not self.budget.more(study, trial):
+        if ended or tally.done >= self.target or not self.budget.more(study, trial, trials):
             study.stop()
 
     def _tally(self, study: optuna.Study) -> record.Tally:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from automl_nn import metrics
+from automl_nn import metrics, vocab
 from automl_nn.accel import PLAIN, Runtime
 from automl_nn.data.catalog import DataBundle
 from automl_nn.errors import DeadlineReached, NonFiniteError
@@ -60,7 +60,13 @@ class EpochResult:
     eval_seconds: float = field(default=0.0, compare=False)  # the validation part of `seconds`
 
     def to_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_STORED}
+        """The stored epoch record; a regression's adds its validation metrics in target units
+        (`val_mse`, ...), which its objectives and the Pareto pruner compare epoch by epoch."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_STORED}
+        if self.val is not None:
+            values.update({f"val_{name}": self.val.scores[name]
+                           for name in vocab.REGRESSION_EPOCH_METRICS if name in self.val.scores})
+        return values
 
 
 _NOT_STORED = ("val", "eval_seconds")

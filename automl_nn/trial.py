@@ -182,10 +182,15 @@ class TrialRunner:
         recorder = (None if self.predictions_store is None else
                     predictions.Recorder(built.model, prepared(self.bundle, candidate.train), runtime,
                                          test_each_epoch=self.config.test_each_epoch, batch_size=batch))
-        done = train_measured(built, candidate, self.bundle, self.device, runtime, eval_batch_size=batch,
-                              on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs,
-                                                                recorder, clock),
-                              deadline=self.config.deadline)
+        epochs = record.EpochLog(trial)
+        try:
+            done = train_measured(built, candidate, self.bundle, self.device, runtime,
+                                  eval_batch_size=batch, deadline=self.config.deadline,
+                                  on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs,
+                                                                    recorder, clock, epochs))
+        finally:  # however training ends, every epoch it finished is stored
+            with clock.timing("storage"):
+                epochs.flush()
         clock.fit = dict(done.seconds)  # every epoch's, and the evaluation after the last
         self.pace.observe(built.static["flops"], self.bundle.n_train * len(done.history),
                           done.seconds["train"])
@@ -277,7 +282,8 @@ class TrialRunner:
         return self._divergence
 
     def _on_epoch(self, trial: optuna.Trial, result: EpochResult, epochs: int,
-                  recorder: predictions.Recorder | None, clock: Clock) -> None:
+                  recorder: predictions.Recorder | None, clock: Clock,
+                  epoch_log: record.EpochLog) -> None:
         clock.epoch(result)
         if recorder is not None:
             with clock.timing("eval"):
@@ -285,7 +291,7 @@ class TrialRunner:
         # NaN (val_accuracy of a regression) is not valid JSON for the dashboard: leave it out.
         values = {k: v for k, v in result.to_dict().items() if math.isfinite(v)}
         with clock.timing("storage"):
-            record.write_epoch(trial, result.epoch, values)
+            epoch_log.add(result.epoch, values)
         self.reporter.epoch_done(trial.number, result, epochs)
         with clock.timing("storage"):  # the pruners read the other trials from storage
             reason = self.prune(trial, result.epoch, epochs)

@@ -186,6 +186,9 @@ METRICS.add("r2", MetricInfo("maximize", "fraction", False, "validation coeffici
 METRICS.add("train_time", MetricInfo("minimize", "s", False, "wall time of training"))
 
 STATIC = tuple(name for name, info in METRICS.items() if info.static)  # known before training
+# A regression's metrics, in target units, that each epoch's record keeps as `val_<name>` (a
+# classification's accuracy is `val_accuracy`), so that they compare epoch by epoch.
+REGRESSION_EPOCH_METRICS = ("mse", "mae", "r2")
 
 # ---- runtime acceleration ------------------------------------------------------------------------
 

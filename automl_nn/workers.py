@@ -25,7 +25,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -156,7 +156,8 @@ class SharedBudget:
     def admits(self, _study: optuna.Study, _trial: optuna.Trial) -> bool:
         return True  # a process runs a trial only while it holds a ticket
 
-    def more(self, _study: optuna.Study, trial: FrozenTrial | None) -> bool:
+    def more(self, _study: optuna.Study, trial: FrozenTrial | None,
+             _trials: Sequence[FrozenTrial] | None = None) -> bool:
         with self.tickets.get_lock():
             if trial is not None and record.counts_toward_budget(trial):
                 # spent; a failed (or diverged) trial keeps it and is made up for, and so does an

@@ -46,6 +46,22 @@ def test_batched_attribute_writes_use_surface_that_still_exists() -> None:
     assert "self._backend.set_trial_user_attr(" in source  # a pass-through: no cache to update
 
 
+def test_multi_row_attribute_upsert_matches_optunas_own_upsert() -> None:
+    # recovery.TaggingRDBStorage._upsert_user_attrs: Optuna's own upsert (the same table, columns
+    # and unique key, on_conflict_do_update on SQLite and PostgreSQL) in one statement, after the
+    # same trial lookup and updatable check.
+    from optuna.storages._rdb import models
+
+    source = inspect.getsource(RDBStorage._set_trial_attr_without_commit)
+    for piece in ("models.TrialModel.find_or_raise_by_id(trial_id, session)",
+                  "self.check_trial_is_updatable(trial_id, trial.state)",
+                  "on_conflict_do_update", "index_elements=[model_cls.trial_id, model_cls.key]",
+                  "value_json=json.dumps(value)"):
+        assert piece in source, piece
+    table = models.TrialUserAttributeModel.__table__
+    assert {"trial_id", "key", "value_json"} <= set(table.columns.keys())
+
+
 def test_pareto_front_helper_still_exists() -> None:
     # record.front: the helper study.best_trials itself uses, on trials already read
     from optuna.study._multi_objective import _get_pareto_front_trials_by_trials

@@ -347,3 +347,46 @@ def test_default_pruners_leave_a_regression_search_running(cli: CliRunner, objec
     assert code == 0, output
     trials = optuna.load_study(study_name="reg", storage="sqlite:///automl-nn.db").trials
     assert not [t for t in trials if t.state == TrialState.FAIL], output
+
+
+def _regression_trial(study: optuna.Study, params: float, mse: Sequence[float]) -> optuna.Trial:
+    trial = study.ask()
+    record.write_candidate(trial, {"train": {"epochs": len(mse) + 2}}, trial.number)
+    record.write_metrics(trial, {"params": params})
+    for k, value in enumerate(mse, start=1):  # what train.EpochResult.to_dict stores for a regression
+        record.write_epoch(trial, k, {"epoch": k, "train_loss": value, "val_loss": value / 49.0,
+                                      "val_mse": value, "val_mae": value ** 0.5, "val_r2": 0.5,
+                                      "seconds": 0.1})
+    return trial
+
+
+def test_a_regression_is_pruned_on_its_mse_at_equal_fidelity() -> None:
+    """A regression's epochs keep its metrics in target units, so (mse, params) prunes as
+    (accuracy, params) does; before, its epochs had no mse and no trial was ever pruned."""
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    done = _regression_trial(study, 100.0, [30.0, 20.0, 10.0])
+    study.tell(done, [10.0, 100.0])
+    pruner = pruning.ParetoPruner(("mse", "params"), PrunerConfig(startup_trials=1))
+    worse = _regression_trial(study, 500.0, [40.0, 35.0])
+    reason = pruner(worse, 2, 5)
+    assert reason is not None and reason["trial"] == 0 and reason["dominator"]["mse"] == 20.0
+    better = _regression_trial(study, 500.0, [40.0, 19.0])
+    assert pruner(better, 2, 5) is None
+
+
+def test_a_trial_finished_elsewhere_is_seen_by_the_next_trial_at_once(tmp_path: Path) -> None:
+    """The pruner reads the finished trials at each trial's first check, then at most every
+    READ_SECONDS: a trial another worker finishes meanwhile is seen by the next trial at once."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    here = optuna.create_study(study_name="w", storage=url, directions=MO)
+    _finished(here, 1000.0, [0.5, 0.6, 0.7, 0.8])
+    pruner = pruning.ParetoPruner(("accuracy", "params"), PrunerConfig(startup_trials=1))
+    first = here.ask()
+    _record(first, 500.0, [0.4, 0.5], 4)
+    assert pruner(first, 2, 4) is None
+    elsewhere = optuna.load_study(study_name="w", storage=url)
+    _finished(elsewhere, 100.0, [0.9, 0.95, 0.97, 0.98])
+    nxt = here.ask()
+    _record(nxt, 500.0, [0.4, 0.5], 4)
+    reason = pruner(nxt, 2, 4)
+    assert reason is not None and reason["trial"] == 2

@@ -388,3 +388,73 @@ def test_an_enqueued_trial_is_created_once_with_its_own_token(tmp_path: Path) ->
     first, copied = study.trials
     assert first.params == {"lr": 0.01} and copied.params == first.params
     assert first.system_attrs[recovery.CREATION_KEY] != copied.system_attrs[recovery.CREATION_KEY]
+
+
+def _user_attr_rows(url: str) -> list[tuple[int, str, str]]:
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.text(
+            "SELECT trial_id, key, value_json FROM trial_user_attributes ORDER BY trial_id, key")).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
+
+
+def _write_both_ways(url: str) -> None:
+    """The same attributes through Optuna's per-attribute writes (trial 0) and our multi-row
+    statement (trial 1), more of them than one statement holds, one key written twice."""
+    study = open_study(CONFIG, open_storage(url))
+    keys = range(1, 2 * recovery.UPSERT_ROWS + 7)
+    attrs = {f"epoch{k}": {"val_loss": 1.0 / k, "seconds": 0.01} for k in keys}
+    plain, batched = study.ask(), study.ask()
+    for key, value in {"params": 1, **attrs}.items():
+        plain.set_user_attr(key, value)
+    plain.set_user_attr("params", 2)
+    recovery.set_user_attrs(batched, {"params": 1})
+    recovery.set_user_attrs(batched, {**attrs, "params": 2})
+    study.tell(plain, 0.5)
+    study.tell(batched, 0.5)
+    trials = optuna.load_study(study_name="r", storage=url).trials
+    assert trials[0].user_attrs == trials[1].user_attrs == {**attrs, "params": 2}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_batch_of_attributes_leaves_the_rows_optuna_would(kind: str, tmp_path: Path,
+                                                            request: pytest.FixtureRequest) -> None:
+    url = (f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    _write_both_ways(url)
+    rows = _user_attr_rows(url)
+    by_trial = {trial: [(key, value) for t, key, value in rows if t == trial]
+                for trial in {r[0] for r in rows}}
+    first, second = sorted(by_trial)
+    assert by_trial[first] == by_trial[second]  # the same keys, values and JSON text, one row per key
+
+
+def test_epoch_records_are_stored_in_batches_and_read_back_at_once(tmp_path: Path) -> None:
+    """A trial of many short epochs commits them at most every EPOCH_WRITE_SECONDS; this process
+    (the pruner, the deadline's partial history) sees each epoch at once, and flush stores the rest."""
+    from automl_nn.storage import record
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = open_study(CONFIG, open_storage(url))
+    trial = study.ask()
+    commits: list[object] = []
+    count = commits.append
+    engine = study._storage._backend.engine
+    sqlalchemy.event.listen(engine, "commit", count)
+    log = record.EpochLog(trial, seconds=3600.0)
+    for k in (1, 2, 3):
+        log.add(k, {"epoch": k, "val_loss": 1.0 / k})
+    assert commits == []
+    assert len(record.TrialRecord.running(trial).epochs) == 3
+    elsewhere = optuna.load_study(study_name="r", storage=url).trials[0]
+    assert "epoch1" not in elsewhere.user_attrs  # not stored yet
+    log.flush()
+    log.flush()  # nothing left: no second commit
+    assert len(commits) == 1
+    sqlalchemy.event.remove(engine, "commit", count)
+    stored = optuna.load_study(study_name="r", storage=url).trials[0].user_attrs
+    assert stored["epochs_trained"] == 3 and stored["epoch3"] == {"epoch": 3, "val_loss": 1.0 / 3}
+    every = record.EpochLog(study.ask(), seconds=0.0)
+    every.add(1, {"epoch": 1, "val_loss": 0.5})
+    assert optuna.load_study(study_name="r", storage=url).trials[1].user_attrs["epochs_trained"] == 1

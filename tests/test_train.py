@@ -251,3 +251,22 @@ def test_fit_splits_its_time_into_steps_and_validation() -> None:
     assert history.eval_seconds == pytest.approx(sum(r.eval_seconds for r in history.epochs))
     assert all(0 < r.eval_seconds < r.seconds for r in history.epochs)
     assert "eval_seconds" not in history.epochs[0].to_dict()  # the stored epoch record is unchanged
+
+
+def test_a_regression_epoch_record_keeps_its_metrics_in_target_units() -> None:
+    bundle = load("sin?size=200")
+    model = build(ArchSpec("linear", 1, (16,), "relu"), bundle.input_shape, bundle.n_outputs)
+    spec = TrainSpec(optimizer="adam", lr=0.01, batch_size=32, epochs=2, seed=0, loss="mse")
+    history = fit(model, bundle, spec)
+    stored = history.epochs[-1].to_dict()
+    final = evaluate(model, bundle, bundle.x_val, bundle.y_val)
+    assert stored["val_mse"] == pytest.approx(final.scores["mse"])
+    assert stored["val_mae"] == pytest.approx(final.scores["mae"])
+    assert stored["val_r2"] == pytest.approx(final.scores["r2"])
+    std = float(bundle.target_std)  # the loss is in the standardized space, the mse in target units
+    assert stored["val_mse"] == pytest.approx(stored["val_loss"] * std**2, rel=1e-4)
+    assert math.isnan(stored["val_accuracy"])
+    digits = load("digits")
+    classifier = build(ArchSpec("linear", 1, (8,), "relu"), digits.input_shape, digits.n_outputs)
+    kept = fit(classifier, digits, replace(spec, loss="cross_entropy", epochs=1)).epochs[0].to_dict()
+    assert "val_mse" not in kept and 0.0 <= kept["val_accuracy"] <= 1.0

@@ -26,6 +26,7 @@ parsed here only.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,6 +115,42 @@ def write_metrics(trial: optuna.Trial, values: Mapping[str, Any]) -> None:
 
 def write_epoch(trial: optuna.Trial, epoch: int, values: Mapping[str, float]) -> None:
     set_user_attrs(trial, {epoch_key(epoch): dict(values), EPOCHS_TRAINED: epoch})
+
+
+# A trial of many short epochs (a table of a few hundred rows trains 200 of them in seconds) would
+# spend most of its time committing epoch records: they are stored at most this often.
+EPOCH_WRITE_SECONDS = 1.0
+
+
+class EpochLog:
+    """A running trial's epoch records, stored at most every EPOCH_WRITE_SECONDS (one commit for
+    all the epochs since the last), and by `flush` before the trial ends.
+
+    The trial's own cached copy has each epoch at once, so this process (the pruner, the deadline's
+    partial history) reads it as if it were stored. Only finished trials are read by other workers
+    and by the pruner, so what they see is unchanged; a worker killed between two writes loses at
+    most that second of a trial that is retried anyway.
+    """
+
+    def __init__(self, trial: optuna.Trial, seconds: float = EPOCH_WRITE_SECONDS) -> None:
+        self.trial = trial
+        self.seconds = seconds
+        self._pending: dict[str, Any] = {}
+        self._written = time.monotonic()
+
+    def add(self, epoch: int, values: Mapping[str, float]) -> None:
+        attrs = {epoch_key(epoch): dict(values), EPOCHS_TRAINED: epoch}
+        self._pending.update(attrs)
+        self.trial._cached_frozen_trial.user_attrs.update(attrs)  # as Trial.set_user_attr does
+        if time.monotonic() - self._written >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Store the epochs not stored yet (a no-op when there are none)."""
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            set_user_attrs(self.trial, pending)
+        self._written = time.monotonic()
 
 
 def write_infeasible(trial: optuna.Trial, violations: Sequence[str]) -> None:
@@ -211,7 +248,10 @@ class TrialRecord:
     @classmethod
     def running(cls, trial: optuna.Trial) -> TrialRecord:
         """The record of the trial this process is running, as written so far."""
-        return cls._parse(trial.number, TrialState.RUNNING, None, trial.params, trial.user_attrs)
+        # the trial's own cached copy, read without the deep copies `trial.user_attrs` makes (a
+        # trial of 200 epochs would copy its whole history at every epoch); read only, never changed
+        frozen = trial._cached_frozen_trial
+        return cls._parse(trial.number, TrialState.RUNNING, None, frozen.params, frozen.user_attrs)
 
     @classmethod
     def _parse(cls, number: int, state: TrialState, values: Sequence[float] | None,
@@ -289,6 +329,9 @@ class TrialRecord:
         values = {"loss": float(record["val_loss"]), "train_time": seconds}
         if "val_accuracy" in record:  # a regression's epochs carry no accuracy
             values.update(accuracy=float(record["val_accuracy"]), error=1.0 - float(record["val_accuracy"]))
+        # a regression's metrics in target units (epochs stored before they were kept have none)
+        values.update({name: float(record[f"val_{name}"]) for name in vocab.REGRESSION_EPOCH_METRICS
+                       if f"val_{name}" in record})
         return values
 
 
