@@ -83,8 +83,10 @@ SPACES: dict[str, dict[str, Any]] = {
         # conv2d ends in a global-average-pool head (1x1 conv + pool), conv2d_linear in flatten +
         # linear, resnet in global average pool + linear
         "family": ["conv2d", "conv2d_linear", "resnet"],
-        "depth": {"low": 2, "high": 4},  # stages: each halves the resolution
-        "width": {"low": 8, "high": 64, "log": True},  # channels of the first stage
+        # stages, each halving the resolution; one stage of 4 channels (~100 params) is the cheap
+        # end of an (accuracy, cost) front, 4 stages from 64 its accurate end
+        "depth": {"low": 1, "high": 4},
+        "width": {"low": 4, "high": 64, "log": True},  # channels of the first stage
         "width_growth": [1.0, 2.0],  # channels x2 per stage, as in VGG and ResNet
         "kernel_size": [3, 5],
         **_DOWNSAMPLE,
@@ -94,8 +96,8 @@ SPACES: dict[str, dict[str, Any]] = {
     },
     "volume": {
         "family": ["conv3d", "conv3d_linear"],
-        "depth": {"low": 2, "high": 3},
-        "width": {"low": 8, "high": 32, "log": True},
+        "depth": {"low": 1, "high": 3},
+        "width": {"low": 4, "high": 32, "log": True},
         "width_growth": [1.0, 2.0],
         "kernel_size": 3,
         **_DOWNSAMPLE,
@@ -106,7 +108,7 @@ SPACES: dict[str, dict[str, Any]] = {
     "signal": {
         "family": ["conv1d", "conv1d_linear", "linear"],
         "depth": {"low": 1, "high": 4},
-        "width": {"low": 8, "high": 128, "log": True},
+        "width": {"low": 4, "high": 128, "log": True},
         "width_growth": [1.0, 2.0],
         "kernel_size": [3, 5, 7],
         **_DOWNSAMPLE,

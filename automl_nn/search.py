@@ -171,6 +171,8 @@ class _Stopper:
         return self.tally
 
     def _track_infeasible(self, trial: FrozenTrial) -> None:
+        if record.is_skipped(trial) and record.PORTFOLIO in trial.user_attrs:
+            return  # a warm-start point too slow for the budget says nothing of the sampled ones
         self.skipped = self.skipped + 1 if record.is_skipped(trial) else 0
         if record.is_infeasible(trial) and not record.is_skipped(trial):
             self.infeasible += 1

@@ -124,41 +124,41 @@ class TrialRunner:
             log.info("family %s excluded from sampling: %s", name, reason)
 
     def __call__(self, trial: optuna.Trial) -> Sequence[float]:
+        clock = Clock()  # every way a trial ends records where its time went
         try:
-            return self._run(trial)
+            return self._run(trial, clock)
         except optuna.TrialPruned:
             raise  # Optuna records it PRUNED; `pruned_by` is already stored
         except DeadlineReached as exc:  # stopped with its partial history, as a pruned trial
             reason = {"pruner": "deadline", "epoch": TrialRecord.running(trial).trained_epochs}
-            record.write_pruned(trial, reason)
+            record.write_pruned(trial, reason, clock.total())
             raise optuna.TrialPruned(f"{exc} (after epoch {reason['epoch']})") from None
         except KeyboardInterrupt as exc:
-            mark_failed(trial, "interrupted", f"stopped by {exc or 'Ctrl-C'}")
+            mark_failed(trial, "interrupted", f"stopped by {exc or 'Ctrl-C'}", clock)
             raise
         except UsageError as exc:
-            mark_failed(trial, "config", str(exc))
+            mark_failed(trial, "config", str(exc), clock)
             raise
         except NonFiniteError as exc:
             if self._constrains_divergence(trial):
-                return self._diverged(trial, str(exc))
-            mark_failed(trial, exc.reason, str(exc))
+                return self._diverged(trial, str(exc), clock)
+            mark_failed(trial, exc.reason, str(exc), clock)
             raise
         except TrialFailure as exc:
-            mark_failed(trial, exc.reason, str(exc))
+            mark_failed(trial, exc.reason, str(exc), clock)
             raise
         except Exception as exc:
             if not is_out_of_memory(exc):
-                mark_failed(trial, type(exc).__name__, f"{exc}\n{traceback.format_exc(limit=3)}")
+                mark_failed(trial, type(exc).__name__, f"{exc}\n{traceback.format_exc(limit=3)}", clock)
                 raise
             failure = TrialFailure("oom", f"out of memory: {str(exc).strip().splitlines()[0][:300]}")
         # Out of the handler, the exception's traceback and the frames holding the model, the
         # optimizer and their tensors are gone; only now can their memory be given back.
         release_memory(self.device)
-        mark_failed(trial, failure.reason, str(failure))
+        mark_failed(trial, failure.reason, str(failure), clock)
         raise failure
 
-    def _run(self, trial: optuna.Trial) -> Sequence[float]:
-        clock = Clock()
+    def _run(self, trial: optuna.Trial, clock: Clock) -> Sequence[float]:
         # A retry of a lost trial trains with the original trial's seed, so it repeats that trial.
         seed = trial_seed(self.config.seed, original_number(trial))
         with clock.timing("sampling"):
@@ -173,8 +173,8 @@ class TrialRunner:
             record.write_metrics(trial, built.static)
             violations = pruning.apply_constraints(trial, self.config.limits(), built.static)
         if violations:
-            return self._infeasible(trial, built.static, violations)
-        skip = self._over_time(trial, built, candidate)
+            return self._infeasible(trial, built.static, violations, clock)
+        skip = self._over_time(trial, built, candidate, clock)
         if skip is not None:
             return skip
         runtime = accel.runtime_for(self.config.accel(), self.device, candidate.arch.family)
@@ -183,11 +183,15 @@ class TrialRunner:
                     predictions.Recorder(built.model, prepared(self.bundle, candidate.train), runtime,
                                          test_each_epoch=self.config.test_each_epoch, batch_size=batch))
         epochs = record.EpochLog(trial)
+        clock.start_epoch()
         try:
             done = train_measured(built, candidate, self.bundle, self.device, runtime,
                                   eval_batch_size=batch, deadline=self.config.deadline,
                                   on_epoch=lambda r: self._on_epoch(trial, r, candidate.train.epochs,
                                                                     recorder, clock, epochs))
+        except BaseException:
+            clock.close_epoch()  # the steps of the epoch it did not finish
+            raise
         finally:  # however training ends, every epoch it finished is stored
             with clock.timing("storage"):
                 epochs.flush()
@@ -222,7 +226,8 @@ class TrialRunner:
             with clock.timing("artifacts"):
                 predictions.save_predictions(trial, recorder, self.predictions_store)
 
-    def _over_time(self, trial: optuna.Trial, built: Built, candidate: Candidate) -> list[float] | None:
+    def _over_time(self, trial: optuna.Trial, built: Built, candidate: Candidate,
+                   clock: Clock) -> list[float] | None:
         """Skip a candidate whose predicted training time exceeds the time left before the deadline.
 
         The sampler is told through a violated `max_time` constraint (predicted / left - 1), so it
@@ -232,35 +237,43 @@ class TrialRunner:
         if self.config.deadline is None:
             return None
         left = self.config.deadline - time.time()
-        if not self.pace.known:
-            self.pace.probe(built.model, self.bundle, candidate.train.batch_size, built.static["flops"],
-                            self.device)
-        predicted = self.pace.predict(built.static["flops"], self.bundle.n_train * candidate.train.epochs)
-        if predicted <= SKIP_MARGIN * left:
+        with clock.timing("train"):  # the probe's few training steps
+            step = self.pace.probe(built.model, self.bundle, candidate.train.batch_size,
+                                   built.static["flops"], self.device)
+        steps = math.ceil(self.bundle.n_train / candidate.train.batch_size) * candidate.train.epochs
+        # FLOPs at the pace seen so far, or this network's own steps where it is slower than its
+        # FLOPs say (many small layers, normalization at full resolution)
+        samples = self.bundle.n_train * candidate.train.epochs
+        predicted = max(self.pace.predict(built.static["flops"], samples), step * steps)
+        warm_start = record.PORTFOLIO in trial.user_attrs
+        allowed = (PORTFOLIO_SHARE if warm_start else SKIP_MARGIN) * left
+        if predicted <= allowed:
             return None
         trial.set_constraint("max_time", predicted / max(left, 1e-3) - 1.0)
-        reason = f"predicted training time {predicted:.0f} s > {max(left, 0.0):.0f} s left to the deadline"
-        record.write_skipped(trial, reason)
+        reason = (f"predicted training time {predicted:.0f} s > {max(left, 0.0):.0f} s left to the deadline"
+                  if not warm_start else f"warm-start point predicted to train {predicted:.0f} s, more "
+                  f"than {PORTFOLIO_SHARE:.0%} of the {max(left, 0.0):.0f} s left")
+        record.write_skipped(trial, reason, clock.total())
         log.info("trial %d skipped: %s", trial.number, reason)
         return self._placeholders(built.static)
 
     def _infeasible(self, trial: optuna.Trial, static: dict[str, float],
-                    violations: list[str]) -> list[float]:
+                    violations: list[str], clock: Clock) -> list[float]:
         """Close a candidate over a constraint without training it (it costs no epoch)."""
-        record.write_infeasible(trial, violations)
+        record.write_infeasible(trial, violations, clock.total())
         if self._constrains_divergence(trial):
             pruning.set_divergence(trial, False)
         log.info("trial %d infeasible, not trained: %s", trial.number, "; ".join(violations))
         return self._placeholders(static)
 
-    def _diverged(self, trial: optuna.Trial, message: str) -> list[float]:
+    def _diverged(self, trial: optuna.Trial, message: str, clock: Clock) -> list[float]:
         """Close a trial whose training diverged as COMPLETE, under a violated constraint.
 
         Failed trials teach samplers nothing, so a region where training blows up would be
         proposed again and again; a violated constraint on a complete trial is what TPE, NSGA-II
         and the GP sampler learn from. Its values are placeholders, as an infeasible trial's.
         """
-        record.write_diverged(trial, message)
+        record.write_diverged(trial, message, clock.total())
         pruning.set_divergence(trial, True)
         log.warning("trial %d diverged: %s", trial.number, message.splitlines()[0] if message else "")
         return self._placeholders(record.TrialRecord.running(trial).metrics)
@@ -307,6 +320,9 @@ PROBE_STEPS = 5
 # is rough (FLOPs do not tell a tiny network's per-step overhead), and a trial that overruns is
 # stopped at the deadline anyway, so only clearly hopeless candidates are not started.
 SKIP_MARGIN = 2.0
+# A warm-start point is a head start, not a bet: one predicted to take more than this share of the
+# time left is skipped (a mid-size network on a large data set can take most of a short budget).
+PORTFOLIO_SHARE = 0.25
 
 
 @dataclass
@@ -333,8 +349,9 @@ class Pace:
         return flops_per_sample * samples * self.seconds / self.flops if self.flops else 0.0
 
     def probe(self, model: nn.Module, bundle: DataBundle, batch_size: int, flops_per_sample: float,
-              device: torch.device) -> None:
-        """Time a training step (forward and backward) of `model` on one batch; a copy trains."""
+              device: torch.device) -> float:
+        """Seconds of a training step (forward and backward) of `model` on one batch, timed on a
+        copy; before any trial has trained, they also set the pace."""
         probe = copy.deepcopy(model).to(device).train()
         x = bundle.normalize(bundle.x_train[:batch_size].to(device))
         times = []
@@ -342,7 +359,10 @@ class Pace:
             start = time.perf_counter()
             probe(x).float().sum().backward()
             times.append(time.perf_counter() - start)
-        self.observe(flops_per_sample, int(x.shape[0]), min(times))
+        step = min(times) * batch_size / int(x.shape[0])
+        if not self.known:
+            self.observe(flops_per_sample, int(x.shape[0]), min(times))
+        return step
 
 
 @dataclass
@@ -357,6 +377,9 @@ class Clock:
     seconds: dict[str, float] = field(default_factory=dict)
     fit: dict[str, float] = field(default_factory=dict)
     start: float = field(default_factory=time.perf_counter)
+    # when the epoch under way began, and what the timed parts held then
+    _mark: float | None = field(default=None, repr=False)
+    _marked: float = field(default=0.0, repr=False)
 
     @contextlib.contextmanager
     def timing(self, part: str) -> Iterator[None]:
@@ -370,9 +393,23 @@ class Clock:
         self.seconds[part] = self.seconds.get(part, 0.0) + seconds
 
     def epoch(self, result: EpochResult) -> None:
-        """One epoch's training steps and validation, as fit timed them."""
+        """One epoch's training steps and validation, as fit timed them; the next one begins."""
         self.fit["train"] = self.fit.get("train", 0.0) + result.seconds - result.eval_seconds
         self.fit["eval"] = self.fit.get("eval", 0.0) + result.eval_seconds
+        self.start_epoch()
+
+    def start_epoch(self) -> None:
+        self._mark, self._marked = time.perf_counter(), sum(self.seconds.values())
+
+    def close_epoch(self) -> None:
+        """Training stopped inside an epoch (a NaN loss, an error, the deadline): its steps so far
+        count as training, less what the parts timed since it began (the last epoch's hook)."""
+        if self._mark is None:
+            return
+        timed = sum(self.seconds.values()) - self._marked
+        steps = time.perf_counter() - self._mark - timed
+        self.fit["train"] = self.fit.get("train", 0.0) + max(steps, 0.0)
+        self._mark = None
 
     def total(self) -> dict[str, float]:
         """Seconds per part, and `trial`: everything since the clock started."""
@@ -561,9 +598,10 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def mark_failed(trial: optuna.Trial, reason: str, message: str) -> None:
-    """Record why a trial failed (`fail_reason`, `fail_message`) while it can still be written."""
-    record.write_failure(trial, reason, message)
+def mark_failed(trial: optuna.Trial, reason: str, message: str, clock: Clock | None = None) -> None:
+    """Record why a trial failed (`fail_reason`, `fail_message`), and where its time went, while it
+    can still be written."""
+    record.write_failure(trial, reason, message, None if clock is None else clock.total())
     log.warning("trial %d failed (%s): %s", trial.number, reason, message.splitlines()[0])
 
 

@@ -65,7 +65,7 @@ def test_images_downsample_at_every_stage_by_pool_or_stride() -> None:
     assert _options(space["pool"]) == ("max", "none")
     assert space["stride"] == ByOption("pool", (("max", Fixed(1)), ("none", Fixed(2))))
     assert _options(space["width_growth"]) == (1.0, 2.0)
-    assert space["width"] == Range(8, 64, log=True, integer=True)
+    assert space["width"] == Range(4, 64, log=True, integer=True)
     values = {"family": "conv2d", "depth": 3, "width": 16, "width_growth": 2.0, "pool": "none",
               "stride": 2}
     assert to_candidate(values).arch.widths == (16, 32, 64)

@@ -144,3 +144,17 @@ def test_depth_zero_is_the_output_layer_alone() -> None:
         if FAMILIES.get(family).supports((1, 8, 8)) is None:
             model = build(ArchSpec(family, 0, (), "relu"), (1, 8, 8), 10)
             assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10), family
+
+
+@pytest.mark.parametrize(("size", "stride", "batch_norm"), [(28, 2, True), (7, 2, False), (9, 3, True)])
+def test_a_strided_shortcut_is_the_1x1_conv_of_every_stride_th_pixel(size: int, stride: int,
+                                                                       batch_norm: bool) -> None:
+    """BasicBlock computes its projection on the picked pixels (the CPU's strided 1x1 kernel
+    corrupted memory); the values, parameters and state dict are those of the strided conv."""
+    torch.manual_seed(0)
+    block = BasicBlock(3, 8, stride=stride, batch_norm=batch_norm).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(block.project(x), block.shortcut(x), atol=1e-5)
+        assert block(x).shape == (2, 8, -(-size // stride), -(-size // stride))
+    assert "shortcut.0.weight" in block.state_dict()

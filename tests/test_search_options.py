@@ -157,6 +157,7 @@ def test_a_lone_timeout_searches_until_the_deadline(cli: CliRunner) -> None:
 def test_a_trial_training_at_the_deadline_stops_as_pruned_with_its_history(
         cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("automl_nn.trial.Pace.predict", lambda *_: 0.0)  # never skipped: it starts
+    monkeypatch.setattr("automl_nn.trial.Pace.probe", lambda *_: 0.0)
     started = time.perf_counter()
     code, output = run(cli, "search", *TINY_ARGS, "--epochs", "100000", "--trials", "1", "--timeout", "10",
                        "--study-name", "late", "--no-portfolio")
@@ -185,3 +186,28 @@ def test_candidates_that_cannot_finish_in_the_time_left_are_skipped(cli: CliRunn
         assert "left to the deadline" in t.user_attrs["infeasible"]
     code, output = run(cli, "pareto", "skip", "--format", "json")
     assert code == 0 and output.strip() in ("[]", "")  # never trained: never on the front
+
+
+def test_a_warm_start_point_too_slow_for_the_budget_is_skipped_and_the_search_goes_on(
+        cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A portfolio point predicted to take more than PORTFOLIO_SHARE of the time left is skipped
+    (a mid-size network on a large data set would take most of a short budget); its skip does not
+    count toward the run of skips that ends a search, and sampled candidates still train."""
+    from automl_nn import trial as objectives
+
+    calls: list[int] = []
+
+    def probe(*_: Any) -> float:  # trials 1 and 2, the second and third warm-start points, are slow
+        calls.append(1)
+        return 10.0 if len(calls) in (2, 3) else 0.0
+    monkeypatch.setattr(objectives.Pace, "probe", probe)
+    monkeypatch.setattr(objectives.Pace, "predict", lambda *_: 0.0)
+    code, output = run(cli, "search", "--dataset", "digits", "--epochs", "1", "--timeout", "25",
+                       "--trials", "6", "--width", "4:8", "--depth", "1:2", "--study-name", "warm")
+    assert code == 0, output
+    trials = _trials("warm")
+    skipped = [t for t in trials if t.user_attrs.get("skipped")]
+    assert [t.number for t in skipped] == [1, 2] and all("portfolio" in t.user_attrs for t in skipped)
+    assert all("warm-start point predicted" in t.user_attrs["infeasible"] for t in skipped)
+    trained = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("skipped")]
+    assert len(trained) == 6, output

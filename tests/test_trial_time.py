@@ -3,6 +3,7 @@ pruned trial, per-epoch test predictions only when asked, and where the seconds 
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from automl_nn import trial as objectives
 from automl_nn.analysis import predictions
 from automl_nn.config import resolve
 from automl_nn.data.catalog import load
+from automl_nn.errors import NonFiniteError
 from automl_nn.results import summary
 from automl_nn.spec import Candidate
 from automl_nn.storage import record
@@ -146,3 +148,44 @@ def test_test_rows_are_per_epoch_only_when_they_cover_every_epoch() -> None:
     assert predictions._test_per_epoch({"val_pred": val})  # recorded before test_epochs existed
     assert predictions._test_per_epoch({"val_pred": val, "test_epochs": np.array([1, 2])})
     assert not predictions._test_per_epoch({"val_pred": val, "test_epochs": np.array([2])})
+
+
+@pytest.mark.parametrize("ending", ["failed", "diverged", "infeasible"])
+def test_every_way_a_trial_ends_records_where_its_time_went(ending: str, tmp_path: Path) -> None:
+    """A failed trial's training, a diverged one's epochs (the one it did not finish included) and
+    an infeasible one's metrics cost time too: `show` counts them with the rest."""
+    bundle = load("digits")
+    raw: dict[str, Any] = {"objectives": ["accuracy", "params"], "seed": 0, "space": SPACE}
+    if ending == "infeasible":
+        raw["constraints"] = {"max_params": 10}
+    runner = objectives.TrialRunner(resolve(raw), bundle, torch.device("cpu"), objectives.NullReporter())
+    failure = {"failed": RuntimeError("the epoch hook broke"),
+               "diverged": NonFiniteError("training loss became nan in epoch 1")}.get(ending)
+
+    def broken(trial: optuna.Trial, epoch: int, epochs: int) -> None:
+        if failure is not None:
+            raise failure
+    runner.prune = broken
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.optimize(runner, n_trials=1, catch=(RuntimeError,))
+    trial = study.trials[0]
+    rec = TrialRecord.of(trial)
+    assert {"failed": rec.is_failed, "diverged": bool(rec.diverged),
+            "infeasible": rec.is_infeasible}[ending], trial
+    assert rec.time["trial"] > 0, rec.time
+    if ending != "infeasible":
+        assert rec.time["train"] > 0
+    assert summary.time_summary(study)["trials"] == 1
+
+
+def test_an_epoch_cut_short_counts_its_steps_as_training_not_its_timed_parts() -> None:
+    clock = objectives.Clock()
+    clock.start_epoch()
+    with clock.timing("storage"):  # the previous epoch's hook, timed on its own
+        time.sleep(0.03)
+    time.sleep(0.05)  # steps of the epoch that then raised
+    clock.close_epoch()
+    clock.close_epoch()  # once only
+    total = clock.total()
+    assert total["train"] >= 0.05
+    assert total["train"] + total["storage"] <= total["trial"] + 1e-6

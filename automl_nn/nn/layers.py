@@ -203,7 +203,18 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.activation(self.bn1(self.conv1(x)))))
-        return self.activation(out + self.shortcut(x))  # type: ignore[no-any-return]
+        return self.activation(out + self.project(x))  # type: ignore[no-any-return]
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The shortcut. A strided projection is its 1x1 conv applied to every stride-th pixel, which
+        is the same sum: the CPU's strided 1x1 convolution kernel (oneDNN, torch 2.14) corrupted the
+        heap when a network had run once at batch 1 (as its metrics do) and then trained."""
+        if self.stride == 1 or not isinstance(self.shortcut, nn.Sequential):
+            return self.shortcut(x)  # type: ignore[no-any-return]
+        conv, norm = self.shortcut[0], self.shortcut[1]
+        assert isinstance(conv, nn.Conv2d)
+        picked = x[..., ::self.stride, ::self.stride]
+        return norm(nn.functional.conv2d(picked, conv.weight, conv.bias))  # type: ignore[no-any-return]
 
 
 # ---- adapters: the data's sample shape -> the layout a family's layers need ----------------------

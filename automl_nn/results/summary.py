@@ -116,9 +116,9 @@ TIME_LABELS = {"train": "training steps", "eval": "evaluation", "metrics": "stat
 
 
 def time_summary(study: optuna.Study, trials: Trials = None) -> dict[str, Any]:
-    """Seconds per part of the trials (record.TIME_PARTS), summed over those that recorded them."""
-    timed = [rec for t in _summaries(study, trials)
-             if t.state in record.FINISHED and (rec := TrialRecord.of(t)).time]
+    """Seconds per part of the trials (record.TIME_PARTS), summed over those that recorded them:
+    every trial that ran, failed, infeasible and skipped ones included."""
+    timed = [rec for t in _summaries(study, trials) if (rec := TrialRecord.of(t)).time]
     return {"trials": len(timed), "seconds": record.time_totals(timed)}
 
 

@@ -153,23 +153,26 @@ class EpochLog:
         self._written = time.monotonic()
 
 
-def write_infeasible(trial: optuna.Trial, violations: Sequence[str]) -> None:
-    set_user_attrs(trial, {INFEASIBLE: "; ".join(violations), EPOCHS_TRAINED: 0})
+def _timed(values: dict[str, Any], seconds: Mapping[str, float] | None) -> dict[str, Any]:
+    """`values` with where the trial's time went (`time`), when it is given: one commit for both."""
+    return values if seconds is None else {**values, TIME: time_record(seconds)}
 
 
-def write_skipped(trial: optuna.Trial, reason: str) -> None:
+def write_infeasible(trial: optuna.Trial, violations: Sequence[str],
+                     seconds: Mapping[str, float] | None = None) -> None:
+    set_user_attrs(trial, _timed({INFEASIBLE: "; ".join(violations), EPOCHS_TRAINED: 0}, seconds))
+
+
+def write_skipped(trial: optuna.Trial, reason: str, seconds: Mapping[str, float] | None = None) -> None:
     """Not started: its predicted training time exceeded the time left (closed like an infeasible
     candidate, never trained)."""
-    set_user_attrs(trial, {INFEASIBLE: reason, SKIPPED: True, EPOCHS_TRAINED: 0})
+    set_user_attrs(trial, _timed({INFEASIBLE: reason, SKIPPED: True, EPOCHS_TRAINED: 0}, seconds))
 
 
 def write_pruned(trial: optuna.Trial, reason: Mapping[str, Any],
                  seconds: Mapping[str, float] | None = None) -> None:
     """The pruner's reason, with where the trial's time went so far (one commit)."""
-    values: dict[str, Any] = {PRUNED_BY: dict(reason)}
-    if seconds is not None:
-        values[TIME] = time_record(seconds)
-    set_user_attrs(trial, values)
+    set_user_attrs(trial, _timed({PRUNED_BY: dict(reason)}, seconds))
 
 
 def write_time(trial: optuna.Trial, seconds: Mapping[str, float]) -> None:
@@ -185,19 +188,21 @@ def time_record(seconds: Mapping[str, float]) -> dict[str, float]:
     return {**parts, "trial": round(total, 4)}
 
 
-def write_failure(trial: optuna.Trial, reason: str, message: str) -> None:
-    set_user_attrs(trial, {FAIL_REASON: reason, FAIL_MESSAGE: message[:FAIL_MESSAGE_CHARS]})
+def write_failure(trial: optuna.Trial, reason: str, message: str,
+                  seconds: Mapping[str, float] | None = None) -> None:
+    set_user_attrs(trial, _timed({FAIL_REASON: reason, FAIL_MESSAGE: message[:FAIL_MESSAGE_CHARS]},
+                                 seconds))
 
 
-def write_diverged(trial: optuna.Trial, message: str) -> None:
+def write_diverged(trial: optuna.Trial, message: str, seconds: Mapping[str, float] | None = None) -> None:
     """A trial whose training diverged, about to close COMPLETE with placeholder values.
 
     It keeps the epochs it trained and gets the failure's reason and message, as a failed trial
     does; `diverged` is what tells it from a trained one.
     """
     text = message[:FAIL_MESSAGE_CHARS]
-    set_user_attrs(trial, {DIVERGED: text.splitlines()[0] if text else NONFINITE,
-                           FAIL_REASON: NONFINITE, FAIL_MESSAGE: text})
+    set_user_attrs(trial, _timed({DIVERGED: text.splitlines()[0] if text else NONFINITE,
+                                  FAIL_REASON: NONFINITE, FAIL_MESSAGE: text}, seconds))
 
 
 def write_artifact(trial: optuna.Trial, keys: ArtifactKeys, artifact_id: str, sha256: str) -> None:
