@@ -237,7 +237,7 @@ class TrialRunner:
         if self.config.deadline is None:
             return None
         left = self.config.deadline - time.time()
-        with clock.timing("train"):  # the probe's few training steps
+        with clock.timing("metrics"):  # a measurement of the candidate, not of its training
             step = self.pace.probe(built.model, self.bundle, candidate.train.batch_size,
                                    built.static["flops"], self.device)
         steps = math.ceil(self.bundle.n_train / candidate.train.batch_size) * candidate.train.epochs
@@ -250,9 +250,12 @@ class TrialRunner:
         if predicted <= allowed:
             return None
         trial.set_constraint("max_time", predicted / max(left, 1e-3) - 1.0)
-        reason = (f"predicted training time {predicted:.0f} s > {max(left, 0.0):.0f} s left to the deadline"
-                  if not warm_start else f"warm-start point predicted to train {predicted:.0f} s, more "
-                  f"than {PORTFOLIO_SHARE:.0%} of the {max(left, 0.0):.0f} s left")
+        left_s = f"{max(left, 0.0):.0f} s"
+        if warm_start:
+            reason = (f"warm-start point predicted to train {predicted:.0f} s, more than "
+                      f"{PORTFOLIO_SHARE:.0%} of the {left_s} left")
+        else:
+            reason = f"predicted training time {predicted:.0f} s > {left_s} left to the deadline"
         record.write_skipped(trial, reason, clock.total())
         log.info("trial %d skipped: %s", trial.number, reason)
         return self._placeholders(built.static)
