@@ -324,10 +324,14 @@ def show(study_name: Annotated[str, typer.Argument(help="Study name.")],
 @handled
 def studies(storage: StorageOpt = None) -> None:
     """List the studies in a storage with their trial counts."""
-    from automl_nn.results import summary
-    from automl_nn.storage import backends
+    from automl_nn.storage import listing
 
-    rows = summary.studies_table(backends.open_storage(storage, must_exist=True))
+    rows = listing.rows(storage)
+    if rows is None:  # a journal: replayed by Optuna
+        from automl_nn.results import summary
+        from automl_nn.storage import backends
+
+        rows = summary.studies_table(backends.open_storage(storage, must_exist=True))
     if not rows:
         out.print("no studies in this storage yet; run `automl-nn search` to start one.")
         return

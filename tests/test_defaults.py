@@ -220,8 +220,28 @@ SHIPPED = {
 OLD_DIGITS_DEFAULT = "1dc823c19dfc0dd8"
 
 
+# Study files written for the default spaces: they take the defaults, the default pruner and the
+# portfolio when their study is created, and that study stores the space it was created with.
+ON_DEFAULTS = {
+    "seed000-1001-networks-front.yaml": "bf7e4ea6a1a22100",
+}
+
+
 def test_every_shipped_study_file_is_pinned() -> None:
-    assert sorted(SHIPPED) == sorted(p.name for p in STUDIES.glob("*.yaml"))
+    assert sorted(SHIPPED | ON_DEFAULTS) == sorted(p.name for p in STUDIES.glob("*.yaml"))
+
+
+def test_the_seed000_front_study_keeps_the_seeds_families_on_the_image_defaults() -> None:
+    seed = cfg.resolve(cfg.load_file(STUDIES / "seed000-1001-networks-mo.yaml"))
+    config = cfg.resolve(cfg.load_file(STUDIES / "seed000-1001-networks-front.yaml"))
+    settled = cfg.with_defaults(config, cfg.facts_for(config))
+    assert settled.identity_hash() == ON_DEFAULTS["seed000-1001-networks-front.yaml"]
+    for key in ("family", "activation"):
+        assert settled.space[key] == seed.space[key], key
+    assert settled.objectives == ("accuracy", "params") and settled.pruner == "pareto"
+    image = _settled({"defaults": "image"}).space
+    assert settled.space["pool"] == image["pool"] and settled.space["lr"] == image["lr"]
+    assert portfolio_points(settled) != []
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import fail_stale_trials
@@ -114,3 +115,42 @@ def test_summary_read_uses_surface_that_still_exists() -> None:
 
     assert list(inspect.signature(compute_hypervolume).parameters) == [
         "loss_vals", "reference_point", "assume_pareto"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_plain_sql_study_listing_equals_the_one_read_through_optuna(
+        tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    # storage.listing reads Optuna's studies, study_directions, study_system_attributes,
+    # study_user_attributes and trials tables itself; this holds it to Optuna's own read.
+    from automl_nn.results.summary import studies_table
+    from automl_nn.storage import listing
+    from tests.fake_study import make_study
+
+    url = f"sqlite:///{tmp_path / 'list.db'}" if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    storage = RDBStorage(url)
+    make_study(storage, "two", n=5)  # 5 complete, 1 failed; metric names and a config
+    plain = optuna.create_study(storage=storage, study_name="plain", directions=["minimize"] * 3)
+    plain.tell(plain.ask(), state=optuna.trial.TrialState.PRUNED)
+    plain.ask()  # left running
+    plain.enqueue_trial({})  # waiting: counted in trials, in no state column
+    optuna.create_study(storage=storage, study_name="empty")
+    expected = studies_table(storage)
+    assert [row["study"] for row in expected] == ["two", "plain", "empty"]
+    assert listing.rows(url) == expected
+    assert expected[1]["objectives"] == "objective0,objective1,objective2"
+    assert expected[1]["trials"] == 3
+
+
+def test_plain_sql_listing_creates_nothing_in_a_database_without_optunas_tables(tmp_path: Path) -> None:
+    import sqlite3
+
+    from automl_nn.storage import listing
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE notes (body TEXT)")
+    assert listing.rows(f"sqlite:///{path}") == []
+    with sqlite3.connect(path) as connection:
+        tables = [name for name, in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert tables == ["notes"]
+    assert listing.rows(f"journal:{tmp_path / 'x.log'}") is None

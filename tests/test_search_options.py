@@ -201,7 +201,6 @@ def test_a_warm_start_point_too_slow_for_the_budget_is_skipped_and_the_search_go
         calls.append(1)
         return 10.0 if len(calls) in (2, 3) else 0.0
     monkeypatch.setattr(objectives.Pace, "probe", probe)
-    monkeypatch.setattr(objectives.Pace, "predict", lambda *_: 0.0)
     code, output = run(cli, "search", "--dataset", "digits", "--epochs", "1", "--timeout", "25",
                        "--trials", "6", "--width", "4:8", "--depth", "1:2", "--study-name", "warm")
     assert code == 0, output
@@ -211,3 +210,20 @@ def test_a_warm_start_point_too_slow_for_the_budget_is_skipped_and_the_search_go
     assert all("warm-start point predicted" in t.user_attrs["infeasible"] for t in skipped)
     trained = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("skipped")]
     assert len(trained) == 6, output
+
+
+def test_time_predictions_scale_the_candidates_own_steps_by_what_trials_took() -> None:
+    """A candidate's probed steps, times how the trials trained so far compared with their own
+    probes: a tiny network's slow FLOPs do not make a larger one look slow."""
+    from automl_nn.trial import MAX_RATIO, START_RATIO, Pace
+
+    pace = Pace()
+    assert pace.predict(100.0) == pytest.approx(100.0 * START_RATIO)
+    pace.observe(40.0, 50.0)  # a trial probed at 40 s trained and validated in 50 s
+    pace.observe(60.0, 90.0)
+    assert pace.predict(100.0) == pytest.approx(140.0)  # (50 + 90) / (40 + 60)
+    pace.observe(1.0, 1000.0)  # one pathological trial caps, not wrecks, every later prediction
+    assert pace.predict(100.0) == pytest.approx(100.0 * MAX_RATIO)
+    fast = Pace()
+    fast.observe(10.0, 5.0)
+    assert fast.predict(100.0) == pytest.approx(100.0), "never below the probe itself"

@@ -9,9 +9,7 @@ damage first and opened over `verify.SafeJournalFileBackend`, which heals a torn
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 import optuna
 import sqlalchemy.exc
@@ -21,16 +19,11 @@ from optuna.storages.journal import JournalStorage
 from automl_nn.config import SMOKE_SUFFIX
 from automl_nn.errors import StorageError, unknown_name
 from automl_nn.storage import artifacts, recovery, verify
-from automl_nn.storage.verify import journal_path
+from automl_nn.storage.urls import DEFAULT_STORAGE, check_sqlite_file, first_line, journal_path, storage_url
+
+__all__ = ["DEFAULT_STORAGE", "journal_path", "storage_url"]  # the URL rules live in urls.py
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STORAGE = "sqlite:///automl-nn.db"
-
-
-def storage_url(url: str | None) -> str:
-    """The storage URL to use: the given one, or the SQLite file in the working directory."""
-    return url or DEFAULT_STORAGE
 
 
 def artifact_dir(url: str | None) -> Path:
@@ -56,11 +49,11 @@ def open_storage(url: str | None, *, must_exist: bool = False) -> BaseStorage:
     if journal is not None:
         return _open_journal(journal, must_exist)
     if url.startswith("sqlite:///"):
-        _check_sqlite_file(Path(url.removeprefix("sqlite:///")), must_exist)
+        check_sqlite_file(Path(url.removeprefix("sqlite:///")), must_exist)
     try:
         storage = recovery.rdb_storage(url)
     except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError, ImportError) as exc:
-        raise StorageError(f"storage {url}: cannot be opened ({_first_line(exc)}). Check the URL, "
+        raise StorageError(f"storage {url}: cannot be opened ({first_line(exc)}). Check the URL, "
                            "or run `optuna storage upgrade --storage URL` if it was made by an "
                            "older Optuna.") from None
     return storage
@@ -68,48 +61,6 @@ def open_storage(url: str | None, *, must_exist: bool = False) -> BaseStorage:
 
 def is_sqlite(url: str | None) -> bool:
     return storage_url(url).startswith("sqlite")
-
-
-def _check_sqlite_file(path: Path, must_exist: bool) -> None:
-    where = f"storage file {path}"
-    if path.is_dir():
-        raise StorageError(f"{where}: is a directory, but a database file was expected. "
-                           "Pass a file path, e.g. --storage sqlite:///studies.db.")
-    if not path.exists():
-        if must_exist:
-            raise StorageError(f"{where}: no such file, so there are no studies to read. "
-                               "Run `automl-nn search` first, or pass --storage.")
-        if not path.parent.exists():
-            raise StorageError(f"{where}: the directory {path.parent} does not exist. "
-                               "Create it first or choose another path.")
-        return
-    problem = _not_sqlite(path)
-    if problem is not None:
-        raise StorageError(f"{where}: {problem}")
-
-
-def _not_sqlite(path: Path) -> str | None:
-    """Why `path` cannot be opened as an SQLite database, asking SQLite itself; None when it can.
-
-    The file is never opened with open(): closing any descriptor of a file drops every POSIX lock
-    this process holds on it, including those of SQLite connections still open here, and in WAL
-    mode that lets another process checkpoint under them and corrupt the database.
-    """
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-    try:
-        connection = sqlite3.connect(uri, uri=True, timeout=recovery.BUSY_TIMEOUT_S)
-        try:
-            connection.execute("PRAGMA schema_version").fetchone()
-        finally:
-            connection.close()
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc):
-            return None  # a database another process is writing
-        return f"cannot be read ({exc}). Check its permissions."
-    except sqlite3.DatabaseError:
-        return ("is not an SQLite database (it may be corrupt or another kind of file). It was "
-                "left untouched; pass another --storage.")
-    return None
 
 
 def _open_journal(path: Path, must_exist: bool) -> BaseStorage:
@@ -129,20 +80,15 @@ def _open_journal(path: Path, must_exist: bool) -> BaseStorage:
     try:
         return JournalStorage(verify.SafeJournalFileBackend(str(path)))
     except Exception as exc:
-        raise StorageError(f"journal file {path}: cannot be read ({_first_line(exc)}). Run "
+        raise StorageError(f"journal file {path}: cannot be read ({first_line(exc)}). Run "
                            f"`automl-nn verify {path}` to look for damage.") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def study_names(storage: BaseStorage) -> list[str]:
     try:
         return [s.study_name for s in storage.get_all_studies()]
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StorageError(f"storage cannot be read ({_first_line(exc)}). It was left untouched; "
+        raise StorageError(f"storage cannot be read ({first_line(exc)}). It was left untouched; "
                            "check that it is an automl-nn / Optuna database.") from None
 
 

@@ -60,11 +60,11 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_nn.errors import ConfigError, StorageUnavailable
+from automl_nn.storage.urls import BUSY_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BUSY_TIMEOUT_S = 60  # 16 SQLite writers with the 5 s default lost trials; 60 s lost none
 HEARTBEAT_INTERVAL_S = 30
 MAX_RETRY = 2
 LEASE_KEY = "automl_nn:lease"
@@ -258,7 +258,7 @@ class TaggingRDBStorage(RDBStorage):
                                                     trial_id, key, value)
             return
         trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[arg-type]
+        self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[arg-type,unused-ignore]
         model = models.TrialUserAttributeModel
         rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                 for key, value in attrs.items()]

@@ -34,24 +34,14 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._storage import JournalOperation
 
 from automl_nn.errors import StorageError
+from automl_nn.storage.urls import journal_path
 
 log = logging.getLogger(__name__)
 
-JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 SQLITE_HEADER = b"SQLite format 3\x00"
 RECORD_START = b'{"op_code":'  # how Optuna's compact json.dumps begins every record
 OPERATIONS = frozenset(int(op) for op in JournalOperation)
 SHOWN_LINES = 10  # line numbers listed in a message before "..."
-
-
-def journal_path(url: str) -> Path | None:
-    """The journal file a storage URL names, or None for a database URL."""
-    if url.startswith("journal:"):
-        rest = url.removeprefix("journal:")
-        return Path(rest.removeprefix("//") if rest.startswith("///") else rest)
-    if "://" not in url and url.endswith(JOURNAL_SUFFIXES):
-        return Path(url)
-    return None
 
 
 # ---- journal files -------------------------------------------------------------------------------
