@@ -36,7 +36,7 @@ from automl_nn.analysis import predictions
 from automl_nn.config import StudyConfig
 from automl_nn.data import DataBundle, on_device
 from automl_nn.errors import ConfigError
-from automl_nn.storage import artifacts, record, recovery
+from automl_nn.storage import artifacts, critical, record, recovery
 from automl_nn.storage.backends import open_storage, storage_url
 from automl_nn.storage.record import TrialRecord
 from automl_nn.study import count_done, open_study, resume_config
@@ -264,7 +264,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class GracefulStop:
     """SIGINT, SIGTERM and SIGHUP end the running trial like Ctrl-C, never leaving it RUNNING.
 
-    Inside a trial the signal raises Interrupted at once, so the trial is closed as FAIL
+    Inside a trial the signal raises Interrupted at once (inside a journal append that holds the
+    file's lock, when the append ends: `storage.critical`), so the trial is closed as FAIL
     (`interrupted`). Outside a trial (a storage write, the sampler) raising could leave a trial
     half-written, so the signal is remembered and the search stops before the next trial. A second
     signal while the first is being handled is remembered, not raised again.
@@ -278,11 +279,17 @@ class GracefulStop:
         if self.pending is None:
             self.pending = signum
         if self.armed:
-            self.armed = False
-            raise Interrupted(signum)
+            if critical.defer(lambda: self._interrupt(signum)):
+                return  # in a storage write holding a lock: raised when the write ends
+            self._interrupt(signum)
         if self.study is not None:
             with contextlib.suppress(RuntimeError):  # outside optimize() there is nothing to stop
                 self.study.stop()
+
+    def _interrupt(self, signum: int) -> None:
+        if self.armed:  # the trial may have ended while a deferred raise waited
+            self.armed = False
+            raise Interrupted(signum)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[GracefulStop]:

@@ -110,7 +110,8 @@ def _assert_closed(url: str, name: str, minimum: int) -> None:
     trials = _trials(url, name)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     interrupted = [t for t in trials if t.user_attrs.get("fail_reason") == "interrupted"]
-    assert len(interrupted) >= minimum
+    assert len(interrupted) >= minimum, [(t.number, t.state, t.user_attrs.get("fail_reason"),
+                                          t.user_attrs.get("fail_message")) for t in trials]
     assert all(t.state == TrialState.FAIL for t in interrupted)
 
 

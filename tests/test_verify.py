@@ -10,6 +10,7 @@ a backup.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,11 +18,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.storages.journal import JournalStorage
+from optuna.storages.journal import JournalFileSymlinkLock, JournalStorage
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from automl_nn.search import GracefulStop, Interrupted
 from automl_nn.storage import recovery, verify
 from automl_nn.storage.backends import open_storage
 from tests.conftest import file_hash, run
@@ -132,6 +134,34 @@ def test_append_after_a_torn_record_keeps_both_sides(tmp_path: Path) -> None:
                                storage=JournalStorage(verify.SafeJournalFileBackend(str(path))))
     assert [t.state for t in reread.trials] == [TrialState.COMPLETE] * 4
     assert verify.scan_journal(path).healthy
+
+
+class _SignalledLock(JournalFileSymlinkLock):
+    """Optuna's journal lock, with SIGTERM arriving the moment it is taken."""
+
+    def acquire(self) -> bool:
+        taken = super().acquire()
+        signal.raise_signal(signal.SIGTERM)
+        return taken
+
+
+def test_a_stop_signal_during_a_journal_append_waits_for_the_lock_to_be_released(
+        tmp_path: Path) -> None:
+    # SIGTERM to a search raises in the running trial; raised while an append held Optuna's
+    # symlink lock it left the lock file behind (every later append waits 30 s for its grace
+    # period) or failed the trial with FileNotFoundError from the lock's release
+    path = tmp_path / "t.log"
+    backend = verify.SafeJournalFileBackend(str(path), _SignalledLock(str(path)))
+    graceful = GracefulStop()
+    with graceful.installed(), graceful.in_trial(), pytest.raises(Interrupted):
+        backend.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s"}])
+    assert graceful.pending == signal.SIGTERM
+    assert not list(tmp_path.glob("t.log.lock*"))  # released, no rename left over
+    assert [json.loads(line) for line in path.read_bytes().splitlines()] == [
+        {"op_code": 0, "worker_id": "w", "study_name": "s"}]  # the record went in whole
+    outside = verify.SafeJournalFileBackend(str(path))
+    outside.append_logs([{"op_code": 0, "worker_id": "v", "study_name": "t"}])
+    assert len(path.read_bytes().splitlines()) == 2
 
 
 def _record(n: int) -> bytes:

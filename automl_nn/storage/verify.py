@@ -34,6 +34,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.storages.journal._storage import JournalOperation
 
 from automl_nn.errors import StorageError
+from automl_nn.storage import critical
 from automl_nn.storage.urls import journal_path
 
 log = logging.getLogger(__name__)
@@ -209,25 +210,27 @@ def _sync(handle: BinaryIO) -> None:
 
 
 class SafeJournalFileBackend(JournalFileBackend):
-    """Optuna's journal file backend, except that an append first cuts off a torn last record.
+    """Optuna's journal file backend, except that an append first cuts off a torn last record, and
+    a stop signal never interrupts it while it holds the lock (`critical.section`).
 
     The records are written exactly as Optuna writes them (compact JSON, one per line, fsync'd).
     """
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         text = "\n".join(json.dumps(record, separators=(",", ":")) for record in logs) + "\n"
-        self._lock.acquire()
-        try:
-            removed = cut_torn_tail(Path(self._file_path))
-            if removed:
-                log.warning("journal %s: its last record was cut off mid-write by a crash (%d "
-                            "bytes, never readable); removed it before appending",
-                            self._file_path, removed)
-            with open(self._file_path, "ab") as handle:
-                handle.write(text.encode("utf-8"))
-                _sync(handle)
-        finally:
-            self._lock.release()
+        with critical.section():  # a stop signal waits until the lock is released
+            self._lock.acquire()
+            try:
+                removed = cut_torn_tail(Path(self._file_path))
+                if removed:
+                    log.warning("journal %s: its last record was cut off mid-write by a crash (%d "
+                                "bytes, never readable); removed it before appending",
+                                self._file_path, removed)
+                with open(self._file_path, "ab") as handle:
+                    handle.write(text.encode("utf-8"))
+                    _sync(handle)
+            finally:
+                self._lock.release()
 
 
 def corrupt_message(report: JournalReport) -> str:
