@@ -23,13 +23,14 @@ _local = threading.local()
 def section() -> Iterator[None]:
     """Run the body whole: a raise `defer`red inside it happens at its end (sections nest)."""
     depth: int = getattr(_local, "depth", 0)
+    deferred: Callable[[], None] | None = None
     _local.depth = depth + 1
     try:
         yield
     finally:
         _local.depth = depth
-        deferred: Callable[[], None] | None = getattr(_local, "deferred", None) if depth == 0 else None
-        _local.deferred = None if depth == 0 else getattr(_local, "deferred", None)
+        if depth == 0:  # the outermost section takes the deferred raise, even if the body raised
+            deferred, _local.deferred = getattr(_local, "deferred", None), None
     if deferred is not None:
         deferred()
 
