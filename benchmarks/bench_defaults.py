@@ -44,7 +44,7 @@ from automl_nn import search
 from automl_nn.data import catalog as data
 from automl_nn.storage import record
 from automl_nn.trial import NullReporter
-from benchmarks import optuna_script
+from benchmarks import bench_pruning, optuna_script
 from benchmarks.common import hypervolume, machine, mean_std
 
 SCRIPT = "optuna-script"
@@ -72,6 +72,8 @@ class Point:
     val: float | None  # validation accuracy (None: pruned, or never trained)
     test: float | None
     params: float | None
+    epochs: int = 0  # epochs it trained (0: skipped or infeasible, never trained)
+    stopped: bool = False  # stopped by the deadline, not by the pruner
 
 
 @dataclass
@@ -85,17 +87,33 @@ class Run:
 
     def front(self, seconds: float) -> list[Point]:
         """The validation front (accuracy up, params down) of the trials finished by `seconds`."""
-        done = [p for p in self.within(seconds) if p.val is not None and p.params is not None]
-        return [p for p in done if not any(_dominates(q, p) for q in done)]
+        return front_of(self.within(seconds))
 
     def hv(self, seconds: float) -> float:
-        return hypervolume([(1.0 - p.test, p.params) for p in self.front(seconds)
-                            if p.test is not None and p.params is not None], REFERENCE)
+        return hv_of(self.within(seconds))
+
+    def trained(self, count: int | None = None) -> list[Point]:
+        """The first `count` trials, by number, that trained at least one epoch and were not
+        stopped by the deadline (all of them when `count` is None)."""
+        done = sorted((p for p in self.points if p.epochs > 0 and not p.stopped), key=lambda p: p.number)
+        return done if count is None else done[:count]
 
     def best_test(self, seconds: float, size: float) -> float:
         tests = [p.test for p in self.front(seconds)
                  if p.test is not None and p.params is not None and p.params <= size]
         return max(tests, default=0.0)
+
+
+def front_of(points: Sequence[Point]) -> list[Point]:
+    """The validation front (accuracy up, params down) of these trials."""
+    done = [p for p in points if p.val is not None and p.params is not None]
+    return [p for p in done if not any(_dominates(q, p) for q in done)]
+
+
+def hv_of(points: Sequence[Point]) -> float:
+    """The hypervolume on test of these trials' validation front."""
+    return hypervolume([(1.0 - p.test, p.params) for p in front_of(points)
+                        if p.test is not None and p.params is not None], REFERENCE)
 
 
 def _dominates(a: Point, b: Point) -> bool:
@@ -120,13 +138,20 @@ def points_of(trials: Sequence[FrozenTrial]) -> list[Point]:
         points.append(Point(t.number, elapsed, seconds,
                             val=float(t.values[0]) if trained else None,
                             test=_number(t.user_attrs.get("test_accuracy")) if trained else None,
-                            params=float(t.values[1]) if trained else None))
+                            params=float(t.values[1]) if trained else None,
+                            epochs=int(t.user_attrs.get(record.EPOCHS_TRAINED) or 0),
+                            stopped=_deadline_stopped(t)))
     return points
 
 
 def _trained(trial: FrozenTrial) -> bool:
     """Not infeasible, skipped or diverged: those hold placeholder values."""
     return not any(trial.user_attrs.get(key) for key in (record.INFEASIBLE, record.DIVERGED))
+
+
+def _deadline_stopped(trial: FrozenTrial) -> bool:
+    reason = trial.user_attrs.get(record.PRUNED_BY)
+    return isinstance(reason, dict) and reason.get("pruner") == "deadline"
 
 
 def _number(value: Any) -> float | None:
@@ -145,17 +170,22 @@ def _left(name: str, storage: str, budget: float) -> float:
     return budget - (points[-1].elapsed if points else 0.0)
 
 
+def tool_config(args: argparse.Namespace, bundle: data.DataBundle, arm: str, seed: int) -> cfg.StudyConfig:
+    """The search one automl-nn arm runs, as the CLI would resolve it."""
+    raw: dict[str, Any] = {
+        "dataset": args.dataset, "objectives": ["accuracy", "params"], "trials": 1_000_000,
+        "study_name": f"{arm}-{seed}", "storage": args.storage, "seed": seed,
+        "data_dir": args.data_dir, "keep_weights": "none", "keep_predictions": False, **ARMS[arm],
+    }
+    return cfg.for_data(cfg.resolve(raw), bundle)
+
+
 def run_tool(args: argparse.Namespace, bundle: data.DataBundle, arm: str, seed: int) -> Run:
     """Continue one automl-nn arm's study until the largest budget is spent."""
     name, storage = f"{arm}-{seed}", args.storage
-    raw: dict[str, Any] = {
-        "dataset": args.dataset, "objectives": ["accuracy", "params"], "trials": 1_000_000,
-        "study_name": name, "storage": storage, "seed": seed, "data_dir": args.data_dir,
-        "keep_weights": "none", "keep_predictions": False, **ARMS[arm],
-    }
     left = _left(name, storage, max(args.budgets))
     if left > 5.0:
-        config = replace(cfg.for_data(cfg.resolve(raw), bundle), timeout=left)
+        config = replace(tool_config(args, bundle, arm, seed), timeout=left)
         search.run_search(config, bundle, NullReporter(), device=args.device)
     return Run(arm, seed, points_of(_trials(name, storage)))
 
@@ -197,6 +227,55 @@ def print_tables(runs: list[Run], budgets: list[float]) -> None:
                 print(f"  {run.arm} seed {run.seed}: " + ", ".join(cells))
 
 
+def pruning_rows(runs: list[Run], pruned: str = "defaults",
+                 unpruned: str = "defaults-unpruned") -> list[str]:
+    """Per seed run unpruned too: epochs and hypervolume at an equal number of trained trials,
+    the unpruned run's count (a deadline-stopped trial left out of both)."""
+    rows = []
+    for plain in (r for r in runs if r.arm == unpruned):
+        pruning = next((r for r in runs if r.arm == pruned and r.seed == plain.seed), None)
+        if pruning is None:
+            continue
+        count = min(len(plain.trained()), len(pruning.trained()))
+        mine, theirs = pruning.trained(count), plain.trained(count)
+        epochs, base = sum(p.epochs for p in mine), sum(p.epochs for p in theirs)
+        hv, hv_base = hv_of(mine), hv_of(theirs)
+        rows.append(f"{plain.seed} | {count} | {base} | {epochs} | {1 - epochs / max(base, 1):.1%} | "
+                    f"{sum(p.val is None for p in mine)} | {hv_base:.4f} | {hv:.4f} | "
+                    f"{hv / max(hv_base, 1e-12):.3f}")
+    return rows
+
+
+def print_pruning(runs: list[Run]) -> None:
+    rows = pruning_rows(runs)
+    if rows:
+        print("\nseed | trained trials | epochs unpruned | epochs pruned | saved | pruned | "
+              "HV unpruned | HV pruned | HV ratio")
+        print("---:|---:|---:|---:|---:|---:|---:|---:|---:")
+        print("\n".join(rows))
+
+
+def print_replays(args: argparse.Namespace, bundle: data.DataBundle, runs: list[Run]) -> None:
+    """`--rules`: each rule replayed offline on the unpruned runs' recorded curves (the defaults'
+    own pruner settings, with the rule's overrides): the epochs it would have saved on exactly
+    those trials, and the pruned trials that were on the front when they finished (`missed`)."""
+    plain = [r for r in runs if r.arm == "defaults-unpruned"]
+    if not args.rules or not plain:
+        return
+    base = tool_config(args, bundle, "defaults", plain[0].seed).pruning
+    rules = {spec: bench_pruning.parse_rule(spec, base) for spec in args.rules}
+    print(f"\nreplayed on the unpruned runs (base: {base}); per rule: epochs saved, missed trials")
+    for spec, rule in rules.items():
+        cells = []
+        for run in plain:
+            study = optuna.load_study(study_name=f"{run.arm}-{run.seed}", storage=args.storage)
+            arm = bench_pruning.replay(study, rule)
+            spent = sum(p.epochs for p in run.points)
+            cells.append(f"seed {run.seed}: {1 - arm.epochs / max(spent, 1):.1%} saved, "
+                         f"{arm.pruned} pruned, missed {arm.missed}")
+        print(f"{spec} | " + " | ".join(cells))
+
+
 def print_fronts(runs: list[Run], budget: float) -> None:
     for run in runs:
         front = sorted(run.front(budget), key=lambda p: p.params or 0.0)
@@ -220,6 +299,9 @@ def main() -> None:
                         help="where the studies are kept (and resumed from)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--report-only", action="store_true", help="print the tables, run nothing")
+    parser.add_argument("--rules", nargs="*", default=[], metavar="RULE",
+                        help="pruning rules to replay on the defaults-unpruned runs "
+                             "(bench_pruning.parse_rule: default, margin=0, warmup=1, ...)")
     args = parser.parse_args()
     args.budgets = sorted(args.budgets)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +326,8 @@ def main() -> None:
                   f"{run.hv(args.budgets[-1]):.4f} ({time.perf_counter() - start:.0f} s this sitting)",
                   flush=True)
     print_tables(runs, args.budgets)
+    print_pruning(runs)
+    print_replays(args, bundle, runs)
     print_fronts(runs, args.budgets[-1])
 
 

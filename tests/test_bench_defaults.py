@@ -10,7 +10,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks import optuna_script
-from benchmarks.bench_defaults import ARMS, DEFAULT_ARMS, SCRIPT, Run, points_of
+from benchmarks.bench_defaults import ARMS, DEFAULT_ARMS, SCRIPT, Run, points_of, pruning_rows
 
 START = datetime.datetime(2030, 1, 1)
 
@@ -70,3 +70,21 @@ def test_the_plain_optuna_script_trains_and_records_test_accuracy(tmp_path) -> N
     assert best > 0.6, "an MLP separates a linear boundary"
     again = optuna.load_study(study_name="script", storage=f"sqlite:///{tmp_path / 's.db'}")
     assert len(again.trials) == 3, "the study is kept, so a second sitting resumes it"
+
+
+def test_pruning_is_compared_at_an_equal_number_of_trained_trials() -> None:
+    stopped = {"pruned_by": {"pruner": "deadline", "epoch": 1}}
+    plain = [_trial(0, 0, 1, 0.9, 0.9, 1000, epochs_trained=4),
+             _trial(1, 1, 1, 0.95, 0.95, 5000, epochs_trained=4),
+             _trial(2, 2, 1, 0.0, 0.0, 0, state=TrialState.PRUNED, epochs_trained=1, **stopped)]
+    pruned = [_trial(0, 0, 1, 0.9, 0.9, 1000, epochs_trained=4),
+              _trial(1, 1, 1, 0.0, 0.0, 0, state=TrialState.PRUNED, epochs_trained=1,
+                     pruned_by={"pruner": "pareto", "epoch": 1}),
+              _trial(2, 2, 1, 0.1, 0.1, 10, epochs_trained=0, infeasible="time", skipped=True),
+              _trial(3, 3, 1, 0.97, 0.96, 2000, epochs_trained=4)]  # beyond the unpruned count
+    runs = [Run("defaults-unpruned", 0, points_of(plain)), Run("defaults", 0, points_of(pruned))]
+    [row] = pruning_rows(runs)
+    cells = [c.strip() for c in row.split("|")]
+    # 2 trained trials each (the deadline-stopped and the skipped one left out): 8 epochs against 5
+    assert cells[:6] == ["0", "2", "8", "5", "37.5%", "1"]
+    assert float(cells[6]) > float(cells[7]) > 0, "the pruned run's first two trials hold only trial 0"
