@@ -43,15 +43,17 @@ from automl_nn import config as cfg
 from automl_nn import search
 from automl_nn.data import catalog as data
 from automl_nn.storage import record
+from automl_nn.storage.record import TrialRecord
 from automl_nn.trial import NullReporter
 from benchmarks import bench_pruning, optuna_script
 from benchmarks.common import hypervolume, machine, mean_std
 
 SCRIPT = "optuna-script"
+UNPRUNED = "defaults-unpruned"  # compared with "defaults" at an equal number of trained trials
 ARMS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "random": {"sampler": "random", "portfolio": False},
-    "defaults-unpruned": {"pruner": "none"},
+    UNPRUNED: {"pruner": "none"},
     "defaults-cold": {"portfolio": False},
 }
 DEFAULT_ARMS = ("defaults", "random", SCRIPT)
@@ -135,12 +137,12 @@ def points_of(trials: Sequence[FrozenTrial]) -> list[Point]:
         elapsed += seconds if since is None or gap is None or gap > PAUSE_SECONDS else max(since, 0.0)
         last_end = t.datetime_complete
         trained = t.state == TrialState.COMPLETE and bool(t.values) and _trained(t)
+        rec = TrialRecord.of(t)
         points.append(Point(t.number, elapsed, seconds,
                             val=float(t.values[0]) if trained else None,
                             test=_number(t.user_attrs.get("test_accuracy")) if trained else None,
                             params=float(t.values[1]) if trained else None,
-                            epochs=int(t.user_attrs.get(record.EPOCHS_TRAINED) or 0),
-                            stopped=_deadline_stopped(t)))
+                            epochs=rec.trained_epochs, stopped=_deadline_stopped(rec)))
     return points
 
 
@@ -149,9 +151,8 @@ def _trained(trial: FrozenTrial) -> bool:
     return not any(trial.user_attrs.get(key) for key in (record.INFEASIBLE, record.DIVERGED))
 
 
-def _deadline_stopped(trial: FrozenTrial) -> bool:
-    reason = trial.user_attrs.get(record.PRUNED_BY)
-    return isinstance(reason, dict) and reason.get("pruner") == "deadline"
+def _deadline_stopped(trial: TrialRecord) -> bool:
+    return isinstance(trial.pruned_by, dict) and trial.pruned_by.get("pruner") == "deadline"
 
 
 def _number(value: Any) -> float | None:
@@ -227,13 +228,12 @@ def print_tables(runs: list[Run], budgets: list[float]) -> None:
                 print(f"  {run.arm} seed {run.seed}: " + ", ".join(cells))
 
 
-def pruning_rows(runs: list[Run], pruned: str = "defaults",
-                 unpruned: str = "defaults-unpruned") -> list[str]:
+def pruning_rows(runs: list[Run]) -> list[str]:
     """Per seed run unpruned too: epochs and hypervolume at an equal number of trained trials,
     the unpruned run's count (a deadline-stopped trial left out of both)."""
     rows = []
-    for plain in (r for r in runs if r.arm == unpruned):
-        pruning = next((r for r in runs if r.arm == pruned and r.seed == plain.seed), None)
+    for plain in (r for r in runs if r.arm == UNPRUNED):
+        pruning = next((r for r in runs if r.arm == "defaults" and r.seed == plain.seed), None)
         if pruning is None:
             continue
         count = min(len(plain.trained()), len(pruning.trained()))
@@ -259,7 +259,7 @@ def print_replays(args: argparse.Namespace, bundle: data.DataBundle, runs: list[
     """`--rules`: each rule replayed offline on the unpruned runs' recorded curves (the defaults'
     own pruner settings, with the rule's overrides): the epochs it would have saved on exactly
     those trials, and the pruned trials that were on the front when they finished (`missed`)."""
-    plain = [r for r in runs if r.arm == "defaults-unpruned"]
+    plain = [r for r in runs if r.arm == UNPRUNED]
     if not args.rules or not plain:
         return
     base = tool_config(args, bundle, "defaults", plain[0].seed).pruning
