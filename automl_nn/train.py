@@ -36,10 +36,15 @@ from automl_nn.vocab import SCHEDULES
 MIN_EVAL_BATCH = 16
 MAX_EVAL_BATCH = 4096  # past this, larger batches save no per-call overhead worth having
 # `memory` sums every layer's output, but a forward pass without grad holds about two of them at
-# a time: on the CPU a batch whose summed activations are a few times the last-level cache keeps
-# each layer's input and output in it. Measured on the 3-layer, 121-channel conv on MNIST (2.3 MB
-# per input, 32 MiB L3, loaded machine): 94 images/s at batch 32, 117 at 64, 110 at 128, 51 at 512.
-CPU_CACHE_MULTIPLE = 4
+# a time. On the CPU a batch whose summed activations fill the last-level cache once is the
+# fastest per sample of those measured, and never slower than the training batch: over the 10
+# networks of a default MNIST search (AMD EPYC, 32 MiB L3, 2 threads, medians of 3 passes over
+# 6,000 images), evaluation at 1x the cache took 0.89x the time per sample of the training batch
+# (0.99x at worst), at 2x 0.91x (1.48x at worst) and at 4x 0.92x (2.72x at worst: larger
+# tensors leave the cache, and past a few MB each allocation is fresh pages from the kernel).
+# Earlier, on the 3-layer, 121-channel conv (2.3 MB per input, a loaded machine): 94 images/s at
+# batch 32, 117 at 64, 110 at 128, 51 at 512.
+CPU_CACHE_MULTIPLE = 1
 CPU_RAM_SHARE = 8  # never more than 1/8 of the memory available when the cache is large
 GPU_FREE_SHARE = 4  # a quarter of the free GPU memory: the rest for the allocator and the model
 DEFAULT_CACHE_BYTES = 8 * 2**20  # when the CPU does not say
@@ -375,8 +380,8 @@ def eval_batch(per_input: float, device: torch.device, floor: int = MIN_EVAL_BAT
 def eval_memory_budget(device: torch.device) -> float:
     """Bytes of activations an evaluation batch may hold on `device`.
 
-    CUDA: a share of the free memory now. CPU: a few times the last-level cache (see
-    CPU_CACHE_MULTIPLE), and never more than a share of the memory available.
+    CUDA: a share of the free memory now. CPU: the last-level cache (see CPU_CACHE_MULTIPLE),
+    and never more than a share of the memory available.
     """
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)

@@ -205,10 +205,13 @@ def _fixed_device(monkeypatch: pytest.MonkeyPatch, cache: int, ram: float) -> No
 def test_eval_batch_comes_from_memory_per_input_and_the_cpu_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     _fixed_device(monkeypatch, cache=32 * 2**20, ram=64 * 2**30)
     cpu = torch.device("cpu")
-    # the 3 x 121-channel conv on MNIST holds 2,311,312 bytes per input: 4 x 32 MiB of
-    # cache holds 58 of them; the training batch is the floor
-    assert train.eval_batch(2_311_312, cpu, floor=32) == 4 * 32 * 2**20 // 2_311_312 == 58
+    # the 3 x 121-channel conv on MNIST holds 2,311,312 bytes per input: 32 MiB of cache
+    # holds 14 of them, under the smallest batch worth a call; the training batch, when larger, wins
+    assert 32 * 2**20 // 2_311_312 == 14
+    assert train.eval_batch(2_311_312, cpu, floor=8) == train.MIN_EVAL_BATCH == 16
     assert train.eval_batch(2_311_312, cpu, floor=64) == 64
+    # a default search's conv2d 12x12x12 (163,944 bytes per input): 204 images fill the cache
+    assert train.eval_batch(163_944, cpu, floor=64) == 32 * 2**20 // 163_944 == 204
     assert train.eval_batch(1e9, cpu, floor=1) == train.MIN_EVAL_BATCH
     assert train.eval_batch(1_000, cpu) == train.MAX_EVAL_BATCH  # a small MLP: as large as allowed
     _fixed_device(monkeypatch, cache=32 * 2**20, ram=8 * 2**20)  # little memory left: 1/8 of it
@@ -227,7 +230,8 @@ def test_evaluate_runs_in_batches_sized_for_the_model(monkeypatch: pytest.Monkey
                                 torch.nn.Linear(32, 10))
     per_input = 4 * (64 + 64 + 32 + 32 + 10)  # input, flatten, linear, relu, linear (float32)
     assert train.per_input_bytes(model, bundle.input_shape, torch.device("cpu")) == per_input
-    _fixed_device(monkeypatch, cache=100 * per_input // 4, ram=64 * 2**30)  # room for 100 inputs
+    room = 100 * per_input // train.CPU_CACHE_MULTIPLE  # a cache with room for 100 inputs
+    _fixed_device(monkeypatch, cache=room, ram=64 * 2**30)
     sizes: list[int] = []
     model.register_forward_hook(lambda _m, inp, _o: sizes.append(inp[0].shape[0]))
     evaluate(model, bundle, bundle.x_val, bundle.y_val)
