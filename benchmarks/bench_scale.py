@@ -240,25 +240,61 @@ def copy_storage(url: str, suffix: str) -> str:
     return f"{server}/{copy}"
 
 
-def optuna_ask_tell(url: str, name: str, spaces: Sequence[Any], seed: int = 0) -> list[float]:
-    """Seconds of each of Optuna's own ask + tell on the study's history after its first load:
-    the default sampler (multivariate TPE), each ask with the distributions one of the search's
-    new trials sampled (the same parameters, in the same order), each tell with jittered values."""
+class TimedSampler:
+    """A sampler that counts, per trial number, the seconds spent in the wrapped sampler's calls.
+
+    Both sides of the per-trial comparison run the same sampler (multivariate TPE) on the same
+    history, but its cost swings by hundreds of milliseconds from one trial to the next. Timing it
+    on both sides lets the comparison leave it out: what the search adds beyond Optuna's own
+    ask + tell is then the difference of the two sides' time outside the sampler.
+    """
+
+    TIMED = ("infer_relative_search_space", "sample_relative", "sample_independent", "before_trial",
+             "after_trial")
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = sampler
+        self.seconds: dict[int, float] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.sampler, name)
+        if name not in self.TIMED:
+            return attribute
+
+        def timed(study: Any, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return attribute(study, trial, *args, **kwargs)
+            finally:
+                self.seconds[trial.number] = (self.seconds.get(trial.number, 0.0)
+                                              + time.perf_counter() - started)
+
+        return timed
+
+
+def optuna_ask_tell(url: str, name: str, spaces: Sequence[Any],
+                    seed: int = 0) -> tuple[list[float], list[float]]:
+    """Seconds of each of Optuna's own ask + tell on the study's history after its first load, and
+    of the sampler's share of each: the default sampler (multivariate TPE), each ask with the
+    distributions one of the search's new trials sampled (the same parameters, in the same order),
+    each tell with jittered values."""
     import optuna
 
     from automl_nn.storage import backends
 
+    sampler = TimedSampler(optuna.samplers.TPESampler(seed=seed))
     study = optuna.load_study(study_name=name, storage=backends.open_storage(url),
-                              sampler=optuna.samplers.TPESampler(seed=seed))
+                              sampler=sampler)  # type: ignore[arg-type]
     values = [t.values for t in study.get_trials(deepcopy=False) if t.values is not None]  # first load
     rng = random.Random(seed)
-    seconds = []
+    seconds, in_sampler = [], []
     for distributions in spaces:
         started = time.perf_counter()
         trial = study.ask(fixed_distributions=dict(distributions))
         study.tell(trial, [v * rng.uniform(0.9, 1.1) for v in rng.choice(values)])
         seconds.append(time.perf_counter() - started)
-    return seconds
+        in_sampler.append(sampler.seconds.get(trial.number, 0.0))
+    return seconds, in_sampler
 
 
 def search_overhead(url: str, name: str, trials: int,
@@ -269,18 +305,29 @@ def search_overhead(url: str, name: str, trials: int,
     import optuna
 
     from automl_nn import cli
+    from automl_nn import study as study_module
     from automl_nn.storage import backends, record
+
+    samplers: list[TimedSampler] = []
+    make_sampler = study_module.make_sampler
+
+    def timed_sampler(*args: Any, **kwargs: Any) -> Any:
+        samplers.append(TimedSampler(make_sampler(*args, **kwargs)))
+        return samplers[-1]
 
     storage = backends.open_storage(url)
     before = record.state_counts(storage, optuna.load_study(study_name=name, storage=storage)._study_id)
     done = before.get(optuna.trial.TrialState.COMPLETE, 0) + before.get(optuna.trial.TrialState.PRUNED, 0)
     first = sum(before.values())
     os.chdir(workdir)
+    study_module.make_sampler = timed_sampler  # type: ignore[assignment]
     try:
         cli.app([*SEARCH_AGAIN, "--trials", str(done + trials), "--storage", url, "--study-name", name],
                 standalone_mode=False)
     finally:
+        study_module.make_sampler = make_sampler  # type: ignore[assignment]
         os.chdir(ROOT)
+    in_sampler = {n: t for sampler in samplers for n, t in sampler.seconds.items()}
     study = optuna.load_study(study_name=name, storage=backends.open_storage(url))
     new = [t for t in study.get_trials(deepcopy=False) if t.number >= first]
     rows = []
@@ -288,7 +335,7 @@ def search_overhead(url: str, name: str, trials: int,
         assert trial.datetime_start is not None and following.datetime_start is not None
         cycle = (following.datetime_start - trial.datetime_start).total_seconds()
         parts = record.TrialRecord.of(trial).time
-        rows.append({"cycle": cycle, **parts,
+        rows.append({"cycle": cycle, **parts, "sampler": in_sampler.get(trial.number, 0.0),
                      "overhead": cycle - parts.get("train", 0.0) - parts.get("eval", 0.0),
                      "own": cycle - sum(parts.get(p, 0.0) for p in ("train", "eval", "sampling"))})
     return rows, [t.distributions for t in new[1:-1]]
@@ -301,13 +348,19 @@ def overhead(url: str, name: str, trials: int, workdir: Path) -> dict[str, float
     """Median per-trial seconds: Optuna's ask + tell, and the search's cycle, training,
     evaluation and what the rest costs (the overhead), side by side in this process."""
     ours, spaces = search_overhead(copy_storage(url, "search"), name, trials + 2, workdir)
-    reference = optuna_ask_tell(copy_storage(url, "optuna"), name, spaces)
+    reference, reference_sampler = optuna_ask_tell(copy_storage(url, "optuna"), name, spaces)
     median = {key: statistics.median(row.get(key, 0.0) for row in ours)
               for key in ("cycle", "train", "eval", "metrics", "sampling", "storage", "artifacts", "other",
-                          "overhead", "own")}
+                          "overhead", "own", "sampler")}
+    pairs = list(zip(ours, reference, reference_sampler, strict=True))
     # paired: the same trial's parameters asked of Optuna alone (sampling cost varies with them)
-    beyond = statistics.median(row["overhead"] - ask for row, ask in zip(ours, reference, strict=True))
-    return {"ask_tell": statistics.median(reference), **median, "beyond": beyond, "trials": len(ours)}
+    beyond = statistics.median(row["overhead"] - ask for row, ask, _ in pairs)
+    # and with the sampler's own time left out of both sides
+    beyond_sampler = statistics.median((row["overhead"] - row["sampler"]) - (ask - in_sampler)
+                                       for row, ask, in_sampler in pairs)
+    return {"ask_tell": statistics.median(reference),
+            "ask_tell_sampler": statistics.median(reference_sampler), **median,
+            "beyond": beyond, "beyond_sampler": beyond_sampler, "trials": len(ours)}
 
 
 # ---- artifacts ---------------------------------------------------------------------------------------
@@ -352,6 +405,14 @@ def markdown(name: str, trials: int, reads: list[dict[str, Any]], cost: dict[str
                   f"overhead beyond ask+tell, trial by trial (median of the paired differences) "
                   f"{cost['beyond'] * 1000:.0f} ms; everything but training, evaluation and the "
                   f"sampler's own work {cost['own'] * 1000:.0f} ms."]
+        if "beyond_sampler" in cost:
+            lines += ["", f"In the sampler (TPE's own calls, timed on both sides): the search "
+                      f"{cost['sampler'] * 1000:.0f} ms, Optuna's ask + tell "
+                      f"{cost['ask_tell_sampler'] * 1000:.0f} ms; outside it, the search's overhead "
+                      f"{(cost['overhead'] - cost['sampler']) * 1000:.0f} ms against Optuna's "
+                      f"{(cost['ask_tell'] - cost['ask_tell_sampler']) * 1000:.0f} ms; beyond "
+                      f"ask + tell with the sampler left out of both sides, trial by trial (median "
+                      f"of the paired differences) {cost['beyond_sampler'] * 1000:.0f} ms."]
     if stored:
         total = (stored["weights"] + stored["predictions"]) * trials / 1e6
         lines += ["", f"Artifacts per trial of the source study (median): weights "

@@ -42,6 +42,25 @@ def test_the_table_gives_ratios_to_optunas_load_and_the_paired_overhead() -> Non
     assert "| show | 2.00 | 0.20x | 170 |" in text
     assert "Optuna ask+tell 500 ms" in text and "(median of the paired differences) 30 ms" in text
     assert "sampler's own work 190 ms" in text
+    assert "In the sampler" not in text, "runs before the sampler was timed print no sampler line"
+    cost.update(sampler=0.55, ask_tell_sampler=0.45, beyond_sampler=0.04)
+    text = bench_scale.markdown("big", 10_000, reads, cost, {})
+    assert "the search 550 ms, Optuna's ask + tell 450 ms" in text
+    assert "overhead 240 ms against Optuna's 50 ms" in text and "paired differences) 40 ms." in text
+
+
+def test_timed_sampler_counts_each_trials_sampler_seconds_and_samples_as_the_sampler() -> None:
+    import optuna
+
+    timed = bench_scale.TimedSampler(optuna.samplers.RandomSampler(seed=3))
+    plain = optuna.samplers.RandomSampler(seed=3)
+    values = []
+    for sampler in (timed, plain):
+        study = optuna.create_study(sampler=sampler)  # type: ignore[arg-type]
+        study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 9), n_trials=4)
+        values.append([t.params for t in study.trials])
+    assert values[0] == values[1], "the wrapper changes no sample"
+    assert sorted(timed.seconds) == [0, 1, 2, 3] and all(s > 0 for s in timed.seconds.values())
 
 
 def test_grow_copies_every_trial_row_under_new_ids_and_numbers(tmp_path: Path) -> None:
