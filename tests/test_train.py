@@ -207,7 +207,6 @@ def test_eval_batch_comes_from_memory_per_input_and_the_cpu_cache(monkeypatch: p
     cpu = torch.device("cpu")
     # the 3 x 121-channel conv on MNIST holds 2,311,312 bytes per input: 32 MiB of cache
     # holds 14 of them, under the smallest batch worth a call; the training batch, when larger, wins
-    assert 32 * 2**20 // 2_311_312 == 14
     assert train.eval_batch(2_311_312, cpu, floor=8) == train.MIN_EVAL_BATCH == 16
     assert train.eval_batch(2_311_312, cpu, floor=64) == 64
     # a default search's conv2d 12x12x12 (163,944 bytes per input): 204 images fill the cache
